@@ -18,7 +18,14 @@ from .errors import (
     QueueFullError,
     WrongLoopError,
 )
-from .events import EventType, SystemEvent, new_event_id, new_span_id, new_trace_id
+from .events import (
+    EventType,
+    SubAgentEventType,
+    SystemEvent,
+    new_event_id,
+    new_span_id,
+    new_trace_id,
+)
 from .executor import (
     AgentConfig,
     AgentContext,
@@ -57,6 +64,7 @@ __all__ = [
     "RunContext",
     "Session",
     "SessionManager",
+    "SubAgentEventType",
     "SubscriptionStats",
     "SystemEvent",
     "TokenUsage",

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "EventType",
+    "SubAgentEventType",
     "SystemEvent",
     "new_event_id",
     "new_span_id",
@@ -52,6 +53,18 @@ class EventType(Enum):
 
     CUSTOM = "custom"
     ANY = "*"
+
+
+class SubAgentEventType(Enum):
+    """Events of asynchronous sub-agent delegation (seeds 000 / 002: the car-hailing flow).
+
+    Published by the parent's executor: ``agent_id`` is the parent agent, the sub-agent's id
+    is in ``attributes["agentbus.subagent"]``; ``causation_id`` is the parent run's id.
+    """
+
+    SUBAGENT_SPAWNED = "subagent_spawned"
+    SUBAGENT_COMPLETED = "subagent_completed"
+    SUBAGENT_FAILED = "subagent_failed"
 
 
 _rand = random.Random(int.from_bytes(os.urandom(16), "big"))
