@@ -68,3 +68,15 @@ AB_CHECKPOINT_ID: Final = "agentbus.checkpoint.id"
 AB_FRAMEWORK_INSTRUMENTED: Final = "agentbus.framework_instrumented"
 """True when the agent framework's own OTel instrumentation is on: the span handler then
 does not emit ``execute_tool`` spans (the framework does), so none is duplicated."""
+
+# --- span handler / log names (exporters.otel, middleware.logging) -------------------------
+SPAN_MIDDLEWARE: Final = "middleware"
+"""Span name prefix of executor middleware spans: ``middleware {agentbus.middleware.name}``."""
+USER_ID: Final = "user.id"  # identity: on spans only when content capture is on
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"  # content: opt-in only
+AB_RUN_ID: Final = "agentbus.run.id"
+AB_EVENT_ID: Final = "agentbus.event.id"
+AB_CORRELATION_ID: Final = "agentbus.correlation.id"
+AB_METADATA_PREFIX: Final = "agentbus.metadata."  # + metadata key; content: opt-in only
