@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -36,6 +36,9 @@ from . import semconv as sc
 from .bus import EventBus
 from .errors import AgentBusError
 from .events import EventType, SystemEvent, new_event_id, new_span_id, new_trace_id
+
+if TYPE_CHECKING:
+    from .subagents import OnDone, SubAgentHandle
 
 __all__ = [
     "AgentConfig",
@@ -391,6 +394,47 @@ class AgentExecutor:
         """The middleware, outermost first."""
         return tuple(self._middleware)
 
+    # ------------------------------------------------------------------ sub-agents
+    async def spawn(
+        self,
+        sub_executor: AgentExecutor,
+        context: Any = None,
+        *,
+        name: str | None = None,
+        on_done: OnDone | None = None,
+    ) -> SubAgentHandle:
+        """Start a sub-agent without waiting for it (seeds 000 / 002, the car-hailing flow).
+
+        Runs ``sub_executor.execute(context)`` in a new task created in the current run's
+        context (the sub-run is a child of that run: same trace, causation and correlation),
+        publishes ``SUBAGENT_SPAWNED`` now and ``SUBAGENT_COMPLETED`` / ``SUBAGENT_FAILED``
+        when it ends, on this executor's bus. See :mod:`agentbus.subagents`.
+
+        Returns:
+            :class:`agentbus.subagents.SubAgentHandle` (``status``, ``done()``,
+            ``await wait()``, ``result``, ``cancel()``).
+
+        Raises:
+            TypeError: ``sub_executor`` is not an ``AgentExecutor``.
+            pydantic.ValidationError: ``context`` is a mapping with bad keys.
+        """
+        from .subagents import spawn
+
+        return await spawn(self, sub_executor, context, name=name, on_done=on_done)
+
+    async def wait_subagents(
+        self, timeout: float | None = None, *, cancel: bool = False
+    ) -> list[ExecutionResult]:
+        """Wait for every sub-agent this executor spawned (call it before ``bus.close()``).
+
+        Raises:
+            TimeoutError: some still run after ``timeout`` seconds (unless ``cancel=True``,
+                which cancels them instead). See :func:`agentbus.subagents.wait_subagents`.
+        """
+        from .subagents import wait_subagents
+
+        return await wait_subagents(self, timeout, cancel=cancel)
+
     def _build_pipeline(self) -> CallNext:
         async def call_agent(run: RunContext) -> Any:
             return await self.agent(run)
@@ -629,7 +673,8 @@ class AgentExecutor:
             attrs[sc.AB_TOOL_CALLS] = [t.as_dict() for t in run.tool_calls]
         if response_model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
-        if framework_instrumented:
+        # A runner that raised can still report it through run.state (pydantic-ai adapter).
+        if framework_instrumented or run.state.get(sc.AB_FRAMEWORK_INSTRUMENTED) is True:
             attrs[sc.AB_FRAMEWORK_INSTRUMENTED] = True
         if parent is not None:
             attrs[sc.AB_PARENT_AGENT_ID] = parent.agent_id

@@ -80,3 +80,5 @@ AB_RUN_ID: Final = "agentbus.run.id"
 AB_EVENT_ID: Final = "agentbus.event.id"
 AB_CORRELATION_ID: Final = "agentbus.correlation.id"
 AB_METADATA_PREFIX: Final = "agentbus.metadata."  # + metadata key; content: opt-in only
+AB_SUBAGENT_RUN_ID: Final = "agentbus.subagent.run_id"
+"""Run id of the sub-run, on ``SUBAGENT_COMPLETED`` / ``SUBAGENT_FAILED``."""

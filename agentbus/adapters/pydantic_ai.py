@@ -1,0 +1,278 @@
+"""Run a pydantic-ai agent inside an :class:`~agentbus.AgentExecutor` (issue 2, the adapter).
+
+:class:`PydanticAIRunner` is an :data:`~agentbus.AgentRunner`: the executor calls it with the
+run's :class:`~agentbus.RunContext`; it runs ``agent.run(run.context.input,
+deps=run.context.deps)`` and returns an :class:`~agentbus.AgentOutput` with
+
+* the real token usage of the run (``input_tokens``, ``output_tokens``, ``requests``:
+  exactly pydantic-ai's own ``result.usage``);
+* the model that answered (``gen_ai.response.model``: the last response's ``model_name``);
+* every tool call the agent made, with exact start/end times (Unix ns) and the error type
+  of a call that raised. Times come from pydantic-ai's public tool hook
+  (``AbstractCapability.wrap_tool_execute``), through a capability passed *per run*
+  (``agent.run(..., capabilities=[...])``): the agent object is never modified, and
+  parallel tool calls (pydantic-ai runs the calls of one model response concurrently, each
+  in its own task) are timed one by one, so their intervals overlap as they really did;
+* ``framework_instrumented=True`` when pydantic-ai's own OpenTelemetry instrumentation is
+  on for the run (``Agent(capabilities=[Instrumentation(...)])``, ``agent.instrument = ...``
+  or ``Agent.instrument_all()``), read from the run's effective tracer. The span handler
+  then emits no ``execute_tool`` spans of its own: pydantic-ai's ``invoke_agent`` /
+  ``chat`` / ``execute_tool`` spans already nest under the executor's ``invoke_agent`` span,
+  because the executor makes its run span the current OpenTelemetry context while the
+  agent runs. Tool calls still go on the completion event (for metrics).
+
+When the agent run raises, the tool calls made so far, the tokens spent so far and the
+instrumentation flag are put on the :class:`~agentbus.RunContext` itself (``run.tool_calls``,
+``run.usage``, ``run.state[agentbus.semconv.AB_FRAMEWORK_INSTRUMENTED]``) before the error
+propagates, so the executor's ``ERROR_OCCURRED`` event reports them too.
+
+Content (tool arguments and results) is never put on events. With ``capture_content=True``
+it is kept in ``run.state[TOOL_CONTENT_STATE_KEY]`` (a list of dicts ``{"name", "call_id",
+"arguments", "result", "error_type"}``, in start order), where executor middleware can read
+it during the run; it never leaves the process unless your code sends it.
+
+This module imports pydantic-ai (the ``pydantic-ai`` extra, version 2.x); ``import agentbus``
+does not.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import NoOpTracer
+
+from .. import semconv as sc
+from ..executor import AgentOutput, RunContext, TokenUsage, ToolCall
+
+try:
+    from pydantic_ai import RunContext as PydanticRunContext
+    from pydantic_ai.agent import AbstractAgent
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.capabilities.abstract import ValidatedToolArgs, WrapToolExecuteHandler
+    from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, SkipToolExecution
+    from pydantic_ai.messages import ToolCallPart
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.usage import RunUsage
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "agentbus.adapters.pydantic_ai needs pydantic-ai 2.x: "
+        "pip install 'agentbus[pydantic-ai]'"
+    ) from exc
+
+__all__ = ["TOOL_CONTENT_STATE_KEY", "PydanticAIRunner"]
+
+TOOL_CONTENT_STATE_KEY = "agentbus.tool_content"
+"""Key of ``RunContext.state`` under which ``capture_content=True`` keeps tool arguments and
+results: a list of dicts ``{"name", "call_id", "arguments", "result", "error_type"}``."""
+
+# Control flow of pydantic-ai's tool lifecycle, not failures of the tool.
+_NOT_ERRORS = (SkipToolExecution, CallDeferred, ApprovalRequired)
+
+# Keyword arguments of ``agent.run`` the runner sets itself.
+_RESERVED = frozenset({"user_prompt", "deps", "usage", "capabilities"})
+
+
+@dataclass
+class _ToolRecorder(AbstractCapability[Any]):
+    """Per-run capability timing every tool call through ``wrap_tool_execute``.
+
+    One instance per ``agent.run``; the hooks run on the event loop (tool functions may run
+    in worker threads, the hook awaits them), so appending to the lists needs no lock.
+    """
+
+    capture_content: bool = False
+    calls: list[tuple[int, ToolCall]] = field(default_factory=list)
+    contents: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    framework_instrumented: bool = False
+
+    def _note_tracer(self, ctx: PydanticRunContext[Any]) -> None:
+        # pydantic-ai sets ctx.tracer to NoOpTracer exactly when no Instrumentation
+        # capability instruments the run (agent.instrument, instrument_all, or explicit).
+        if not isinstance(ctx.tracer, NoOpTracer):
+            self.framework_instrumented = True
+
+    async def before_run(self, ctx: PydanticRunContext[Any]) -> None:
+        """Record whether pydantic-ai's own instrumentation is on for this run."""
+        self._note_tracer(ctx)
+
+    async def wrap_tool_execute(
+        self,
+        ctx: PydanticRunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: ValidatedToolArgs,
+        handler: WrapToolExecuteHandler,
+    ) -> Any:
+        """Time one tool call (Unix ns) and note the type of the error it raised, if any."""
+        self._note_tracer(ctx)
+        start = time.time_ns()
+        error_type: str | None = None
+        result: Any = None
+        try:
+            result = await handler(args)
+            return result
+        except _NOT_ERRORS:
+            raise
+        except BaseException as exc:
+            error_type = type(exc).__name__
+            raise
+        finally:
+            end = time.time_ns()
+            self.calls.append(
+                (
+                    start,
+                    ToolCall(
+                        name=call.tool_name,
+                        call_id=call.tool_call_id,
+                        start_time_unix_nano=start,
+                        end_time_unix_nano=max(end, start),
+                        error_type=error_type,
+                    ),
+                )
+            )
+            if self.capture_content:
+                self.contents.append(
+                    (
+                        start,
+                        {
+                            "name": call.tool_name,
+                            "call_id": call.tool_call_id,
+                            "arguments": args,
+                            "result": result,
+                            "error_type": error_type,
+                        },
+                    )
+                )
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The recorded calls in start order."""
+        return [c for _, c in sorted(self.calls, key=lambda p: p[0])]
+
+    def tool_contents(self) -> list[dict[str, Any]]:
+        """The captured arguments/results in start order (empty without capture)."""
+        return [c for _, c in sorted(self.contents, key=lambda p: p[0])]
+
+
+def _token_usage(usage: RunUsage) -> TokenUsage:
+    return TokenUsage(
+        input_tokens=int(usage.input_tokens or 0),
+        output_tokens=int(usage.output_tokens or 0),
+        requests=int(usage.requests or 0),
+    )
+
+
+def _prompt(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return value
+    raise TypeError(
+        "PydanticAIRunner: context.input must be a str, a sequence of pydantic-ai user "
+        f"content, or None; got {type(value).__name__}"
+    )
+
+
+class PydanticAIRunner:
+    """An :data:`~agentbus.AgentRunner` running a pydantic-ai 2.x agent (issue 2 adapter).
+
+    Args:
+        agent: a ``pydantic_ai.Agent`` (any ``pydantic_ai.agent.AbstractAgent``). It is not
+            modified; the runner passes its tool recorder per run.
+        capture_content: keep tool arguments and results in
+            ``run.state[TOOL_CONTENT_STATE_KEY]`` (off by default: content is opt-in, as in
+            the OpenTelemetry GenAI conventions). They never go on events.
+        **run_kwargs: further keyword arguments for every ``agent.run`` call (e.g.
+            ``model_settings``, ``usage_limits``, ``model``, ``message_history``).
+
+    Raises:
+        TypeError: ``agent`` is not a pydantic-ai agent.
+        ValueError: ``run_kwargs`` names an argument the runner sets itself (``deps``,
+            ``usage``, ``capabilities``, ``user_prompt``).
+
+    Calling it (the executor does) runs ``agent.run(run.context.input,
+    deps=run.context.deps, usage=..., capabilities=[<tool recorder>], **run_kwargs)`` and
+    returns :class:`~agentbus.AgentOutput`. ``run.context.input`` must be a ``str``, a
+    sequence of pydantic-ai user content, or ``None`` (``TypeError`` otherwise). Errors of
+    the agent run propagate unchanged (the executor turns them into ``ERROR_OCCURRED`` with
+    their type name), after the partial tool calls and usage were put on ``run``.
+
+    Event-loop rule: runs on the executor's loop; one instance may serve concurrent runs
+    (all per-run state lives in a fresh capability instance).
+    """
+
+    def __init__(self, agent: Any, *, capture_content: bool = False, **run_kwargs: Any) -> None:
+        if not isinstance(agent, AbstractAgent):
+            raise TypeError(
+                f"PydanticAIRunner needs a pydantic_ai.Agent, got {type(agent).__name__}"
+            )
+        bad = _RESERVED.intersection(run_kwargs)
+        if bad:
+            raise ValueError(
+                f"PydanticAIRunner sets {sorted(bad)} itself; do not pass them in run_kwargs"
+            )
+        self.agent: AbstractAgent[Any, Any] = agent
+        self.capture_content = capture_content
+        self.run_kwargs: dict[str, Any] = dict(run_kwargs)
+
+    @property
+    def name(self) -> str:
+        """The pydantic-ai agent's name (or ``"agent"``)."""
+        return self.agent.name or "agent"
+
+    def __repr__(self) -> str:
+        return f"PydanticAIRunner(agent={self.name!r}, capture_content={self.capture_content})"
+
+    async def __call__(self, run: RunContext) -> AgentOutput:
+        """Run the agent once for ``run``; see the class docstring."""
+        prompt = _prompt(run.context.input)
+        recorder = _ToolRecorder(capture_content=self.capture_content)
+        usage = RunUsage()
+        try:
+            result = await self.agent.run(
+                prompt,
+                deps=run.context.deps,
+                usage=usage,
+                capabilities=[recorder],
+                **self.run_kwargs,
+            )
+        except BaseException:
+            # The run failed or was cancelled: keep what did happen on the run itself.
+            run.usage.add(_token_usage(usage))
+            run.tool_calls.extend(recorder.tool_calls())
+            self._finish(run, recorder)
+            raise
+        self._finish(run, recorder)
+        final_usage = result.usage
+        if inspect.ismethod(final_usage):  # pydantic-ai 1.x: a method
+            final_usage = final_usage()
+        return AgentOutput(
+            output=result.output,
+            usage=_token_usage(final_usage),
+            tool_calls=recorder.tool_calls(),
+            response_model=_response_model(result),
+            framework_instrumented=recorder.framework_instrumented,
+        )
+
+    def _finish(self, run: RunContext, recorder: _ToolRecorder) -> None:
+        if recorder.framework_instrumented:
+            run.state[sc.AB_FRAMEWORK_INSTRUMENTED] = True
+        if self.capture_content:
+            contents = recorder.tool_contents()
+            existing = run.state.get(TOOL_CONTENT_STATE_KEY)
+            if isinstance(existing, list):
+                existing.extend(contents)
+            else:
+                run.state[TOOL_CONTENT_STATE_KEY] = contents
+
+
+def _response_model(result: Any) -> str | None:
+    try:
+        name = result.response.model_name
+    except (AttributeError, ValueError):
+        return None
+    return name if isinstance(name, str) and name else None
