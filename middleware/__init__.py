@@ -3,8 +3,9 @@
 A handler is any ``async (event) -> None`` callable (:data:`agentbus.Handler`). Wrappers take
 the handler they wrap, so chains read left to right::
 
-    from middleware import FilteredHandler, RetryHandler, chain, when
+    from middleware import AlertingHandler, RetryHandler, chain, when
 
+    retry = RetryHandler(max_attempts=3, delay=0.5)
     handler = chain(when(lambda e: e.agent_id == "billing"), retry.wrap, alerting.on_error)
     await bus.subscribe(EventType.ANY, handler)
 
@@ -14,4 +15,56 @@ are flushed and retries finished or dead-lettered when the bus shuts down.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._clock import Clock, SystemClock
+from .aggregation import EventAggregator
+from .alerting import (
+    AlertingHandler,
+    AlertService,
+    CallableAlertService,
+    LogAlertService,
+    WebhookAlertService,
+)
+from .batching import BatchEventHandler, FailedBatch
+from .compose import Wrapper, chain, limit, transform, when
+from .concurrency import AsyncEventHandler
+from .filtering import FilteredHandler
+from .metrics import MetricsCollector
+from .priority import Priority, PriorityEventBus
+from .retry import DeadLetter, RetryHandler
+from .routing import EventRouter
+from .sourcing import EventSourcingHandler, EventStore, InMemoryEventStore
+from .stats import EventStatistics
+from .tracer import EventTracer
+from .transform import EventTransformer
+
+__all__ = [
+    "AlertService",
+    "AlertingHandler",
+    "AsyncEventHandler",
+    "BatchEventHandler",
+    "CallableAlertService",
+    "Clock",
+    "DeadLetter",
+    "EventAggregator",
+    "EventRouter",
+    "EventSourcingHandler",
+    "EventStatistics",
+    "EventStore",
+    "EventTracer",
+    "EventTransformer",
+    "FailedBatch",
+    "FilteredHandler",
+    "InMemoryEventStore",
+    "LogAlertService",
+    "MetricsCollector",
+    "Priority",
+    "PriorityEventBus",
+    "RetryHandler",
+    "SystemClock",
+    "WebhookAlertService",
+    "Wrapper",
+    "chain",
+    "limit",
+    "transform",
+    "when",
+]
