@@ -337,6 +337,14 @@ class MetricsServer:
         return self._server is not None
 
     @property
+    def address(self) -> tuple[str, int] | None:
+        """The ``(host, port)`` the listening socket is bound to, or ``None`` if stopped."""
+        if self._server is None:
+            return None
+        host, port = self._server.socket.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
     def url(self) -> str:
         """``http://host:port/metrics`` (the actual port once started)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
