@@ -30,6 +30,7 @@ from .concurrency import AsyncEventHandler
 from .filtering import FilteredHandler
 from .metrics import MetricsCollector
 from .priority import Priority, PriorityEventBus
+from .prometheus import LabelGuard, PrometheusMetricsHandler
 from .retry import DeadLetter, RetryHandler
 from .routing import EventRouter
 from .sourcing import EventSourcingHandler, EventStore, InMemoryEventStore
@@ -55,10 +56,12 @@ __all__ = [
     "FailedBatch",
     "FilteredHandler",
     "InMemoryEventStore",
+    "LabelGuard",
     "LogAlertService",
     "MetricsCollector",
     "Priority",
     "PriorityEventBus",
+    "PrometheusMetricsHandler",
     "RetryHandler",
     "SystemClock",
     "WebhookAlertService",
