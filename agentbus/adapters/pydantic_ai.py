@@ -26,10 +26,18 @@ instrumentation flag are put on the :class:`~agentbus.RunContext` itself (``run.
 ``run.usage``, ``run.state[agentbus.semconv.AB_FRAMEWORK_INSTRUMENTED]``) before the error
 propagates, so the executor's ``ERROR_OCCURRED`` event reports them too.
 
-Content (tool arguments and results) is never put on events. With ``capture_content=True``
-it is kept in ``run.state[TOOL_CONTENT_STATE_KEY]`` (a list of dicts ``{"name", "call_id",
-"arguments", "result", "error_type"}``, in start order), where executor middleware can read
-it during the run; it never leaves the process unless your code sends it.
+Content (the prompt, the output, tool arguments and results) is left out by default, as
+the OpenTelemetry GenAI conventions ask. With ``capture_content=True`` the runner
+
+* keeps the tool contents in ``run.state[TOOL_CONTENT_STATE_KEY]`` (a list of dicts
+  ``{"name", "call_id", "arguments", "result", "error_type"}``, in start order), for executor
+  middleware, and
+* publishes one ``EventType.CUSTOM`` event of the run (before its completion event) whose
+  ``metadata`` holds ``gen_ai.input.messages`` / ``gen_ai.output.messages`` and
+  ``gen_ai.tool.call.arguments`` / ``gen_ai.tool.call.result`` as ``{call_id: value}``
+  mappings, the shape ``exporters.otel.OTelSpanHandler(capture_content=True)`` puts on the
+  run and tool spans (after its redactor). ``SystemEvent.metadata`` is content: handlers
+  export it only when their own content capture is on.
 
 This module imports pydantic-ai (the ``pydantic-ai`` extra, version 2.x); ``import agentbus``
 does not.
@@ -37,6 +45,7 @@ does not.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Sequence
@@ -46,6 +55,7 @@ from typing import Any
 from opentelemetry.trace import NoOpTracer
 
 from .. import semconv as sc
+from ..events import EventType
 from ..executor import AgentOutput, RunContext, TokenUsage, ToolCall
 
 try:
@@ -53,7 +63,13 @@ try:
     from pydantic_ai.agent import AbstractAgent
     from pydantic_ai.capabilities import AbstractCapability
     from pydantic_ai.capabilities.abstract import ValidatedToolArgs, WrapToolExecuteHandler
-    from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, SkipToolExecution
+    from pydantic_ai.exceptions import (
+        ApprovalRequired,
+        CallDeferred,
+        SkipToolExecution,
+        ToolFailedError,
+        ToolRetryError,
+    )
     from pydantic_ai.messages import ToolCallPart
     from pydantic_ai.tools import ToolDefinition
     from pydantic_ai.usage import RunUsage
@@ -119,7 +135,7 @@ class _ToolRecorder(AbstractCapability[Any]):
         except _NOT_ERRORS:
             raise
         except BaseException as exc:
-            error_type = type(exc).__name__
+            error_type = _error_type(exc)
             raise
         finally:
             end = time.time_ns()
@@ -156,6 +172,18 @@ class _ToolRecorder(AbstractCapability[Any]):
     def tool_contents(self) -> list[dict[str, Any]]:
         """The captured arguments/results in start order (empty without capture)."""
         return [c for _, c in sorted(self.contents, key=lambda p: p[0])]
+
+
+def _error_type(exc: BaseException) -> str:
+    """The type name of what the tool raised.
+
+    pydantic-ai wraps ``ModelRetry`` / ``ToolFailed`` (and validation errors) raised by a tool
+    in ``ToolRetryError`` / ``ToolFailedError`` before the hooks see them (``raise ... from
+    e``); report the original type, which is what the tool's author wrote.
+    """
+    if isinstance(exc, (ToolRetryError, ToolFailedError)) and exc.__cause__ is not None:
+        return type(exc.__cause__).__name__
+    return type(exc).__name__
 
 
 def _token_usage(usage: RunUsage) -> TokenUsage:
@@ -240,13 +268,22 @@ class PydanticAIRunner:
                 capabilities=[recorder],
                 **self.run_kwargs,
             )
-        except BaseException:
-            # The run failed or was cancelled: keep what did happen on the run itself.
+        except asyncio.CancelledError:
             run.usage.add(_token_usage(usage))
             run.tool_calls.extend(recorder.tool_calls())
-            self._finish(run, recorder)
+            self._keep_state(run, recorder)
             raise
-        self._finish(run, recorder)
+        except Exception:
+            # The run failed: keep what did happen on the run itself.
+            run.usage.add(_token_usage(usage))
+            run.tool_calls.extend(recorder.tool_calls())
+            self._keep_state(run, recorder)
+            if self.capture_content:
+                await self._emit_content(run, prompt, recorder, None)
+            raise
+        self._keep_state(run, recorder)
+        if self.capture_content:
+            await self._emit_content(run, prompt, recorder, result.output)
         final_usage = result.usage
         if inspect.ismethod(final_usage):  # pydantic-ai 1.x: a method
             final_usage = final_usage()
@@ -258,7 +295,7 @@ class PydanticAIRunner:
             framework_instrumented=recorder.framework_instrumented,
         )
 
-    def _finish(self, run: RunContext, recorder: _ToolRecorder) -> None:
+    def _keep_state(self, run: RunContext, recorder: _ToolRecorder) -> None:
         if recorder.framework_instrumented:
             run.state[sc.AB_FRAMEWORK_INSTRUMENTED] = True
         if self.capture_content:
@@ -268,6 +305,28 @@ class PydanticAIRunner:
                 existing.extend(contents)
             else:
                 run.state[TOOL_CONTENT_STATE_KEY] = contents
+
+    async def _emit_content(
+        self, run: RunContext, prompt: Any, recorder: _ToolRecorder, output: Any
+    ) -> None:
+        contents = recorder.tool_contents()
+        metadata: dict[str, Any] = {
+            sc.GEN_AI_INPUT_MESSAGES: [
+                {"role": "user", "parts": [{"type": "text", "content": prompt}]}
+            ],
+        }
+        if output is not None:
+            metadata[sc.GEN_AI_OUTPUT_MESSAGES] = [
+                {"role": "assistant", "parts": [{"type": "text", "content": output}]}
+            ]
+        if contents:
+            metadata[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = {
+                c["call_id"]: c["arguments"] for c in contents if c["call_id"]
+            }
+            metadata[sc.GEN_AI_TOOL_CALL_RESULT] = {
+                c["call_id"]: c["result"] for c in contents if c["call_id"] and not c["error_type"]
+            }
+        await run.emit(EventType.CUSTOM, metadata=metadata)
 
 
 def _response_model(result: Any) -> str | None:
