@@ -314,6 +314,36 @@ async def test_subagent_delegations_by_status(
     assert value(registry, "agentbus_events_total", event_type="subagent_spawned") == 2
 
 
+async def test_real_spawned_subagents_count_delegations_and_their_own_runs(
+    registry: CollectorRegistry, bus: EventBus, handler: PrometheusMetricsHandler
+) -> None:
+    """executor.spawn publishes delegations labelled by parent name and sub-agent id."""
+    taxi = AgentExecutor("car_hailing", AgentConfig(name="Car Hailing", model=MODEL),
+                         tool_runner, event_bus=bus)
+    pricing = AgentExecutor("pricing", AgentConfig(name="Pricing", model=MODEL),
+                            failing_runner, event_bus=bus)
+
+    async def dispatcher(run: RunContext) -> str:
+        await run.executor.spawn(taxi, "find a car")
+        await run.executor.spawn(pricing, "quote")
+        return "delegated"
+
+    parent = make_executor(bus, dispatcher)
+    await parent.execute("get me to the airport")
+    await parent.wait_subagents(timeout=5)
+    await bus.drain()
+    for sub, status, n in [("car_hailing", "spawned", 1), ("pricing", "spawned", 1),
+                           ("car_hailing", "completed", 1), ("pricing", "failed", 1)]:
+        assert value(registry, "agentbus_subagent_delegations_total", agent=AGENT,
+                     subagent=sub, status=status) == n
+    assert value(registry, "agentbus_agent_runs_total", agent="Car Hailing", model=MODEL,
+                 status="success") == 1
+    assert value(registry, "agentbus_agent_errors_total", agent="Pricing",
+                 error_type="ConnectionError") == 1
+    for agent in (AGENT, "Car Hailing", "Pricing"):
+        assert value(registry, "agentbus_agent_runs_in_progress", agent=agent) == 0
+
+
 async def test_custom_enum_event_types_are_counted(
     registry: CollectorRegistry, bus: EventBus, handler: PrometheusMetricsHandler
 ) -> None:
