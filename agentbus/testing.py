@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .events import EventType, SystemEvent
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .bus import EventBus
 
 __all__ = ["CapturingHandler", "FakeClock", "capture_events", "make_event"]
+
+T = TypeVar("T")
 
 
 def make_event(
@@ -220,3 +222,28 @@ class FakeClock:
             await self.settle()
         self._now = target
         await self.settle()
+
+    async def run(
+        self, awaitable: Awaitable[T], *, step: float = 1.0, max_steps: int = 10_000
+    ) -> T:
+        """Await ``awaitable`` while advancing fake time by ``step`` seconds at a time.
+
+        The way to drive code that sleeps on this clock (retry back-off, batch intervals)
+        to completion without knowing how many sleeps it takes.
+
+        Returns:
+            The awaitable's result (its exception is raised).
+
+        Raises:
+            TimeoutError: not done after ``max_steps`` steps (it is then cancelled).
+        """
+        task = asyncio.ensure_future(awaitable)
+        steps = 0
+        while not task.done():
+            if steps >= max_steps:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise TimeoutError(f"not done after {max_steps} steps of {step} s fake time")
+            await self.advance(step)
+            steps += 1
+        return task.result()
