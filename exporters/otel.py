@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
@@ -612,11 +613,12 @@ def configure_tracing(
     service_name: str = "agentbus",
     capture_content: bool = False,
     redactor: Callable[[Any], Any] | None = None,
+    out: TextIO | None = None,
 ) -> TracingSetup:
     """Build a span handler exporting to the console, a JSON-lines file or OTLP/HTTP.
 
     Args:
-        kind: ``"console"`` (SDK ``ConsoleSpanExporter``, stdout), ``"jsonl"``
+        kind: ``"console"`` (SDK ``ConsoleSpanExporter``, multi-line JSON to ``out``), ``"jsonl"``
             (:class:`JsonLinesSpanExporter` at ``path``), ``"otlp"`` (OTLP over HTTP/protobuf;
             endpoint, headers, timeout, compression from the standard
             ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_TRACES_*`` variables, default
@@ -625,6 +627,7 @@ def configure_tracing(
         service_name: ``service.name`` of the resource, unless ``OTEL_SERVICE_NAME`` (or
             ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``) is set, which wins.
         capture_content, redactor: passed to :class:`OTelSpanHandler`.
+        out: the text stream of ``"console"`` (default: ``sys.stdout`` at call time).
 
     Returns:
         :class:`TracingSetup`; call its ``shutdown()`` at exit to flush. Spans are batched
@@ -641,7 +644,8 @@ def configure_tracing(
         return TracingSetup("none", None, None)
     exporter: SpanExporter
     if kind == "console":
-        exporter = ConsoleSpanExporter(service_name=service_name)
+        exporter = ConsoleSpanExporter(service_name=service_name,
+                                       out=out if out is not None else sys.stdout)
     elif kind == "jsonl":
         if path is None:
             raise ValueError('configure_tracing("jsonl") needs path=<file>')
