@@ -28,9 +28,11 @@ from .batching import BatchEventHandler, FailedBatch
 from .compose import Wrapper, chain, limit, transform, when
 from .concurrency import AsyncEventHandler
 from .filtering import FilteredHandler
+from .logging import LoggingHandler
 from .metrics import MetricsCollector
 from .priority import Priority, PriorityEventBus
 from .prometheus import LabelGuard, PrometheusMetricsHandler
+from .redaction import RedactionPattern, Redactor, default_redactor
 from .retry import DeadLetter, RetryHandler
 from .routing import EventRouter
 from .sourcing import EventSourcingHandler, EventStore, InMemoryEventStore
@@ -58,15 +60,19 @@ __all__ = [
     "InMemoryEventStore",
     "LabelGuard",
     "LogAlertService",
+    "LoggingHandler",
     "MetricsCollector",
     "Priority",
     "PriorityEventBus",
     "PrometheusMetricsHandler",
+    "RedactionPattern",
+    "Redactor",
     "RetryHandler",
     "SystemClock",
     "WebhookAlertService",
     "Wrapper",
     "chain",
+    "default_redactor",
     "limit",
     "transform",
     "when",
