@@ -315,8 +315,9 @@ class SubAgentHandle:
             fields["error_type"] = result.error_type
             fields["error_message"] = result.error_message
         if self._parent is None and result.trace_id:
-            # No parent run: the sub-run started its own trace; point at it.
+            # No parent run: the sub-run started its own trace; attach to the sub-run's span.
             fields["trace_id"] = result.trace_id
+            fields["span_id"] = result.span_id or None
             fields["correlation_id"] = result.run_id or None
         await _publish(self._owner, self._parent, self._context, etype, self.agent_id, status,
                        attrs, fields)
