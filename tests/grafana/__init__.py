@@ -1,0 +1,1 @@
+"""Tests of the monitoring files: dashboards, alert rules, Prometheus config, export."""
