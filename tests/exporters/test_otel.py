@@ -78,20 +78,26 @@ def parent_id(span: ReadableSpan) -> str | None:
 
 
 async def tool_runner(run: RunContext) -> AgentOutput:
-    """Two tool calls that really overlap in time, plus token usage."""
-    first_started = asyncio.Event()
+    """Two tool calls that really run concurrently (``search`` spans ``weather``), plus
+    token usage."""
+    search_started = asyncio.Event()
+    weather_done = asyncio.Event()
     calls: list[ToolCall] = []
 
-    async def tool(name: str, call_id: str, wait_for: asyncio.Event | None) -> None:
+    async def search() -> None:
         start = time.time_ns()
-        if wait_for is None:
-            first_started.set()
-            await asyncio.sleep(0.01)
-        else:
-            await wait_for.wait()
-        calls.append(ToolCall(name, call_id, start, time.time_ns()))
+        search_started.set()
+        await weather_done.wait()
+        calls.append(ToolCall("search", "c1", start, time.time_ns()))
 
-    await asyncio.gather(tool("search", "c1", None), tool("weather", "c2", first_started))
+    async def weather() -> None:
+        await search_started.wait()
+        start = time.time_ns()
+        await asyncio.sleep(0.005)
+        calls.append(ToolCall("weather", "c2", start, time.time_ns()))
+        weather_done.set()
+
+    await asyncio.gather(search(), weather())
     return AgentOutput(
         output="done",
         usage=TokenUsage(input_tokens=120, output_tokens=30, requests=2),
