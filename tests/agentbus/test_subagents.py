@@ -363,3 +363,29 @@ async def test_bad_spawn_arguments() -> None:
     assert pending_subagents(parent) == ()
     assert bus.history() == []
     await bus.close()
+
+
+def test_loop_shutdown_reports_unfinished_sub_agent() -> None:
+    """A sub-agent still running when asyncio.run() ends is cancelled and reported."""
+    bus_box: list[EventBus] = []
+
+    async def main() -> SubAgentHandle:
+        bus = EventBus()
+        bus_box.append(bus)
+        started = asyncio.Event()
+
+        async def forever(run: RunContext) -> str:
+            started.set()
+            await asyncio.Event().wait()
+            return "never"
+
+        parent = _executor("main", _gated(asyncio.Event()), bus)
+        handle = await parent.spawn(_executor("stuck", forever, bus), "x")
+        await started.wait()
+        return handle  # returns without waiting: asyncio.run cancels the sub-agent's task
+
+    handle = asyncio.run(main())
+    assert handle.status == "cancelled"
+    [failed] = bus_box[0].history(event_types=[SubAgentEventType.SUBAGENT_FAILED])
+    assert failed.attributes[sc.AB_SUBAGENT_STATUS] == "cancelled"
+    assert failed.attributes[sc.AB_SUBAGENT] == "stuck"
