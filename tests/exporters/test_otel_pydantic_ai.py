@@ -46,7 +46,7 @@ async def _run(agent: Agent[None, str], exporter: InMemorySpanExporter, *,
 
 def _span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 async def test_framework_spans_nest_under_run_span_without_duplicates() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ async def _failing(run: RunContext) -> Any:
     raise RuntimeError(f"failed on {run.context.input} for {EMAIL}")
 
 
-async def _run_logged(handler: LoggingHandler, runner: Any) -> list[dict[str, Any]]:
+async def _run_logged(handler: LoggingHandler, runner: Any) -> list[MutableMapping[str, Any]]:
     bus = EventBus()
     await bus.subscribe(EventType.ANY, handler)
     ex = AgentExecutor("a1", AgentConfig(name="agent-one", model="m1"), runner, event_bus=bus)
