@@ -134,7 +134,6 @@ class SubAgentHandle:
         self._finished = asyncio.Event()
         self._settled = False
         self._reported = False
-        self._cancel_requested = False
         self._t0 = time.perf_counter()
         self._task: asyncio.Task[ExecutionResult] | None = None
         self._late: asyncio.Task[None] | None = None
@@ -190,7 +189,6 @@ class SubAgentHandle:
         """
         if self._settled or self._task is None or self._task.done():
             return False
-        self._cancel_requested = True
         return self._task.cancel(msg)
 
     def add_done_callback(self, callback: OnDone) -> None:
@@ -275,7 +273,10 @@ class SubAgentHandle:
         self._reported = True
         assert self._result is not None
         try:
-            await self._publish_outcome(self._result, self._status)
+            try:
+                await self._publish_outcome(self._result, self._status)
+            except Exception:  # never lose the callbacks or the waiters over a report
+                logger.exception("could not report the end of sub-agent %r", self.agent_id)
             for cb in self._callbacks:
                 out = self._call_safely(cb)
                 if inspect.isawaitable(out):
