@@ -80,7 +80,7 @@ async def test_flushes_on_bus_close_and_closes_sink() -> None:
 
 
 async def test_no_event_lost_under_size_interval_and_close() -> None:
-    """With size, real-interval and close flushes racing, every event is processed once, in order."""
+    """Size, real-interval and close flushes racing: every event processed once, in order."""
 
     async def slow_sink(events: list[SystemEvent]) -> None:
         await asyncio.sleep(0)
