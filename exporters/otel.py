@@ -277,9 +277,9 @@ class OTelSpanHandler:
     def _content(self, value: Any) -> AttributeValue:
         """Redacted content as an attribute value (only called with capture on)."""
         try:
-            if isinstance(value, bool | int | float):
-                return value
             red = self.redactor(value)
+            if isinstance(red, bool | int | float):
+                return red
             if not isinstance(red, str):
                 red = self.redactor(json.dumps(red, default=str, ensure_ascii=False))
             text = str(red)
