@@ -46,7 +46,6 @@ does not.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,9 +210,10 @@ class PydanticAIRunner:
     Args:
         agent: a ``pydantic_ai.Agent`` (any ``pydantic_ai.agent.AbstractAgent``). It is not
             modified; the runner passes its tool recorder per run.
-        capture_content: keep tool arguments and results in
-            ``run.state[TOOL_CONTENT_STATE_KEY]`` (off by default: content is opt-in, as in
-            the OpenTelemetry GenAI conventions). They never go on events.
+        capture_content: keep the prompt, the output and tool arguments/results: tool
+            contents in ``run.state[TOOL_CONTENT_STATE_KEY]``, all of them in the metadata
+            of one ``EventType.CUSTOM`` event of the run (see the module docstring). Off by
+            default: content is opt-in, as in the OpenTelemetry GenAI conventions.
         **run_kwargs: further keyword arguments for every ``agent.run`` call (e.g.
             ``model_settings``, ``usage_limits``, ``model``, ``message_history``).
 
@@ -284,12 +284,9 @@ class PydanticAIRunner:
         self._keep_state(run, recorder)
         if self.capture_content:
             await self._emit_content(run, prompt, recorder, result.output)
-        final_usage = result.usage
-        if inspect.ismethod(final_usage):  # pydantic-ai 1.x: a method
-            final_usage = final_usage()
         return AgentOutput(
             output=result.output,
-            usage=_token_usage(final_usage),
+            usage=_token_usage(result.usage),  # the run's total: pydantic-ai's own count
             tool_calls=recorder.tool_calls(),
             response_model=_response_model(result),
             framework_instrumented=recorder.framework_instrumented,
