@@ -243,14 +243,16 @@ class PrometheusServer:
         """Wait until Prometheus stored a successful scrape of every target of ``job``
         that *started* after Unix time ``after``; return that scrape's timestamp.
 
-        Uses ``timestamp(up{job=...} == 1)``: ``up`` is written at the scrape's start
-        time, so data exposed before ``after`` is in it.
+        Uses ``timestamp(up{job=...})``: ``up`` is written at the scrape's start
+        time, so data exposed before ``after`` is in it. (The argument must be a plain
+        selector: on an expression such as ``up == 1`` Prometheus 2.42's ``timestamp()``
+        returns the evaluation time, not the scrape's.)
 
         Raises:
             TimeoutError: no such scrape within ``timeout_s`` (target health included).
         """
         deadline = time.monotonic() + timeout_s
-        promql = f'min(timestamp(up{{job="{job}"}} == 1))'
+        promql = f'min(timestamp(up{{job="{job}"}}))'
         n_targets = len(self.scrape_targets.get(job, ()))
         while time.monotonic() < deadline:
             up = self.query(f'count(up{{job="{job}"}} == 1)')
