@@ -944,6 +944,8 @@ async def run_demo(options: DemoOptions, *, registry: CollectorRegistry | None =
         summary.event_counts = dict(sorted(stats.counter.items()))
         summary.alerts_sent = alerting.sent
         _print_summary(console, summary)
+        if stop.is_set():
+            console.print(f"[yellow]stopped early[/]: {summary.runs} of {options.runs} runs done")
         if options.summary_json is not None:
             _write_json_atomic(options.summary_json, summary.to_dict())
         if options.serve_for != 0 and not stop.is_set():
