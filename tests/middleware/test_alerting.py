@@ -148,7 +148,7 @@ class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]]
     statuses: list[int]
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         server: Any = self.server
         server.received.append(
