@@ -182,7 +182,11 @@ def _export_dashboards(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    paths: list[Any] = list(export_all(args.dir, metric_prefix=args.prefix, job=args.job))
+    try:
+        paths: list[Any] = list(export_all(args.dir, metric_prefix=args.prefix, job=args.job))
+    except (ValueError, OSError) as exc:
+        print(f"agentbus dashboards export: {exc}", file=sys.stderr)
+        return 1
     for path in paths:
         print(path)
     return 0

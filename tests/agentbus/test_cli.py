@@ -181,3 +181,26 @@ def test_dashboards_export_without_exporter_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "exporters.dashboards", None)
     assert main(["dashboards", "export", str(tmp_path)]) == 1
     assert "agentbus[dashboards]" in capsys.readouterr().err
+
+
+def test_dashboards_export_writes_rewritten_files(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``dashboards export DIR --prefix P --job J`` writes the files it prints, with the
+    metric prefix and job substituted."""
+    assert main(["dashboards", "export", str(tmp_path), "--prefix", "acme",
+                 "--job", "agents"]) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed and all(p.is_file() and tmp_path in p.parents for p in printed)
+    dashboards = [p for p in printed if p.suffix == ".json"]
+    text = "".join(p.read_text() for p in dashboards)
+    assert "acme_agent_runs_total" in text
+    assert "agentbus_agent_runs_total" not in text
+    scrape = next(p for p in printed if p.name == "prometheus.yml").read_text()
+    assert "job_name: agents" in scrape
+
+
+def test_dashboards_export_bad_prefix_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid --prefix exits 1 with the exporter's message naming the prefix."""
+    assert main(["dashboards", "export", str(tmp_path), "--prefix", "9bad"]) == 1
+    assert "'9bad'" in capsys.readouterr().err
