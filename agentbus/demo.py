@@ -86,12 +86,15 @@ __all__ = [
     "AGENTS",
     "DEFAULT_JSONL_PATH",
     "DEFAULT_LOG_FILE",
+    "MODELS",
+    "PROVIDER",
     "DemoOptions",
     "DemoSummary",
     "Fleet",
     "GuardMiddleware",
     "GuardrailViolation",
     "Job",
+    "JobDeps",
     "NoDriverAvailable",
     "RunRecord",
     "Scenario",
@@ -313,6 +316,7 @@ def plan_jobs(runs: int, *, seed: int | None, fail_rate: float = 0.12,
 
 # ---------------------------------------------------------------------------- middleware
 CallNext = Callable[[RunContext], Awaitable[Any]]
+"""What an executor middleware calls to continue the pipeline."""
 
 
 class SessionMiddleware:
@@ -665,6 +669,20 @@ class DemoSummary:
 
     Latencies are ``ExecutionResult.execution_time_ms`` (milliseconds); ``latency_total_ms``
     is their sum (= ``agentbus_agent_run_duration_seconds_sum`` * 1000).
+
+    Attributes:
+        runs, successes, errors: executions (sub-agent runs included) and their outcome.
+        errors_by_type: failed runs by ``error_type`` (= ``agentbus_agent_errors_total``).
+        runs_by_agent: ``{agent: {"runs": n, "errors": n}}``.
+        latency_p50_ms, latency_p95_ms, latency_max_ms: nearest-rank percentiles and max.
+        latency_total_ms: sum of all run latencies.
+        input_tokens, output_tokens: token usage reported by pydantic-ai.
+        tool_calls: tool calls reported by the runs.
+        delegations, delegations_completed, delegations_failed: ``SUBAGENT_*`` events seen.
+        wall_time_s: seconds from the first job to the last result.
+        seed: the plan's seed. metrics_url: where ``/metrics`` is served.
+        event_counts: events on the bus by type (``EventStatistics``).
+        alerts_sent: alerts the ``AlertingHandler`` sent (to the log).
     """
 
     runs: int
@@ -737,6 +755,7 @@ class _Inbox:
         self.failed = 0
 
     async def __call__(self, event: SystemEvent) -> None:
+        """Count a ``SUBAGENT_*`` event."""
         if event.event_type is SubAgentEventType.SUBAGENT_SPAWNED:
             self.spawned += 1
         elif event.event_type is SubAgentEventType.SUBAGENT_COMPLETED:
