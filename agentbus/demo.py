@@ -18,7 +18,8 @@ What runs (issue 2, part 7; issue 4's car-hailing delegation from seed 000):
 * Each agent runs inside an :class:`~agentbus.AgentExecutor` (through
   :class:`agentbus.adapters.pydantic_ai.PydanticAIRunner`) with two executor middlewares:
   ``session`` (a :class:`~agentbus.SessionManager` with a short TTL, so sessions expire while
-  the demo runs) and ``guard`` (rejects prompt-injection phrases).
+  the demo runs), ``guard`` (rejects prompt-injection phrases) and ``pricing`` (prices token
+  usage with illustrative per-model prices, so the cost metrics show).
 
 * A seeded plan decides which runs fail (a tool raises, the model answers HTTP 503, the
   guard rejects the input, the researcher times out, no driver is found) and which are slow
@@ -47,7 +48,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,9 +72,11 @@ from .executor import (
     AgentConfig,
     AgentContext,
     AgentExecutor,
+    AgentOutput,
     ExecutionResult,
     Middleware,
     RunContext,
+    TokenUsage,
 )
 from .executor import current_run as _current_run
 from .sessions import CheckpointManager, SessionManager
@@ -87,6 +90,7 @@ __all__ = [
     "DEFAULT_JSONL_PATH",
     "DEFAULT_LOG_FILE",
     "MODELS",
+    "PRICES_USD_PER_MTOK",
     "PROVIDER",
     "DemoOptions",
     "DemoSummary",
@@ -96,6 +100,7 @@ __all__ = [
     "Job",
     "JobDeps",
     "NoDriverAvailable",
+    "PricingMiddleware",
     "RunRecord",
     "Scenario",
     "SessionMiddleware",
@@ -358,6 +363,52 @@ class GuardMiddleware:
         return await call_next(run)
 
 
+PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
+    "support-fn-1": (0.15, 0.60),
+    "research-fn-1": (2.50, 10.00),
+    "booking-fn-1": (0.40, 1.60),
+    "dispatch-fn-1": (0.10, 0.40),
+}
+"""Illustrative prices of the demo models: ``model -> (input, output)`` US dollars per
+million tokens (FunctionModel is free; the prices make the cost metrics show something)."""
+
+
+class PricingMiddleware:
+    """Executor middleware: prices the run's token usage (``AgentOutput.cost_usd``, or
+    ``run.cost_usd`` when the run fails after spending tokens).
+
+    Args:
+        prices: ``model -> (input, output)`` US dollars per million tokens; a model not in
+            it is not priced.
+    """
+
+    name = "pricing"
+
+    def __init__(self, prices: Mapping[str, tuple[float, float]] = PRICES_USD_PER_MTOK
+                 ) -> None:
+        self.prices = dict(prices)
+
+    def cost_usd(self, model: str, usage: TokenUsage) -> float | None:
+        """Cost of ``usage`` on ``model`` in US dollars, or ``None`` if not priced."""
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        return (usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1e6
+
+    async def __call__(self, run: RunContext, call_next: CallNext) -> Any:
+        """Run the pipeline, then price what it reported."""
+        try:
+            output = await call_next(run)
+        except Exception:
+            # The adapter put the tokens spent so far on the run before raising.
+            if run.cost_usd is None:
+                run.cost_usd = self.cost_usd(run.config.model, run.usage)
+            raise
+        if isinstance(output, AgentOutput) and output.cost_usd is None:
+            output.cost_usd = self.cost_usd(run.config.model, output.usage)
+        return output
+
+
 # ---------------------------------------------------------------------------- the fleet
 @dataclass(slots=True)
 class JobDeps:
@@ -435,7 +486,9 @@ class Fleet:
             "booking": self._booking(),
             "car_hailing": self._car_hailing(),
         }
-        middleware: list[Middleware] = [SessionMiddleware(sessions), GuardMiddleware()]
+        middleware: list[Middleware] = [
+            SessionMiddleware(sessions), GuardMiddleware(), PricingMiddleware(),
+        ]
         descriptions = {
             "support": "Customer support: order status and refunds",
             "researcher": "Research assistant: searches and summarises",
@@ -678,6 +731,7 @@ class DemoSummary:
         latency_total_ms: sum of all run latencies.
         input_tokens, output_tokens: token usage reported by pydantic-ai.
         tool_calls: tool calls reported by the runs.
+        cost_usd: priced token usage (:data:`PRICES_USD_PER_MTOK`), US dollars.
         delegations, delegations_completed, delegations_failed: ``SUBAGENT_*`` events seen.
         wall_time_s: seconds from the first job to the last result.
         seed: the plan's seed. metrics_url: where ``/metrics`` is served.
@@ -697,6 +751,7 @@ class DemoSummary:
     input_tokens: int
     output_tokens: int
     tool_calls: int
+    cost_usd: float
     delegations: int
     delegations_completed: int
     delegations_failed: int
@@ -736,6 +791,7 @@ def summarize(records: Sequence[RunRecord], *, delegations: int = 0,
         input_tokens=sum(r.result.usage.input_tokens for r in records),
         output_tokens=sum(r.result.usage.output_tokens for r in records),
         tool_calls=sum(len(r.result.tool_calls) for r in records),
+        cost_usd=math.fsum(r.result.cost_usd or 0.0 for r in records),
         delegations=delegations,
         delegations_completed=delegations_completed,
         delegations_failed=delegations_failed,
@@ -827,6 +883,7 @@ def _print_summary(console: Console, s: DemoSummary) -> None:
     table.add_row("latency max", f"{s.latency_max_ms:.1f} ms")
     table.add_row("tokens in / out", f"{s.input_tokens} / {s.output_tokens}")
     table.add_row("tool calls", str(s.tool_calls))
+    table.add_row("cost (illustrative prices)", f"${s.cost_usd:.4f}")
     table.add_row("sub-agent delegations",
                   f"{s.delegations} ({s.delegations_completed} completed, "
                   f"{s.delegations_failed} failed)")

@@ -14,7 +14,15 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from agentbus.cli import DEMO_DEFAULTS, build_parser, main
-from agentbus.demo import DemoOptions, percentile, plan_jobs, run_demo
+from agentbus.demo import (
+    PRICES_USD_PER_MTOK,
+    DemoOptions,
+    PricingMiddleware,
+    percentile,
+    plan_jobs,
+    run_demo,
+)
+from agentbus.executor import TokenUsage
 
 
 def _sum(registry: CollectorRegistry, sample_name: str, **labels: str) -> float:
@@ -129,6 +137,9 @@ async def test_in_process_demo_summary_agrees_with_its_metrics(tmp_path: Path) -
         summary.latency_total_ms / 1000.0, rel=1e-9)
     assert _sum(registry, "agentbus_agent_tokens_total", type="input") == summary.input_tokens
     assert _sum(registry, "agentbus_tool_calls_total") == summary.tool_calls > 0
+    assert _sum(registry, "agentbus_agent_cost_usd_total") == pytest.approx(
+        summary.cost_usd, rel=1e-9)
+    assert summary.cost_usd > 0
     assert summary.latency_p50_ms <= summary.latency_p95_ms <= summary.latency_max_ms
     text = out.getvalue()
     assert "summary" in text and "latency p95" in text
@@ -204,3 +215,14 @@ def test_dashboards_export_bad_prefix_is_a_clear_error(
     """An invalid --prefix exits 1 with the exporter's message naming the prefix."""
     assert main(["dashboards", "export", str(tmp_path), "--prefix", "9bad"]) == 1
     assert "'9bad'" in capsys.readouterr().err
+
+
+def test_pricing_middleware_prices_tokens_per_model() -> None:
+    """PricingMiddleware prices input and output tokens per million, and skips unknown
+    models."""
+    pricing = PricingMiddleware()
+    price_in, price_out = PRICES_USD_PER_MTOK["support-fn-1"]
+    usage = TokenUsage(input_tokens=2_000_000, output_tokens=500_000, requests=3)
+    assert pricing.cost_usd("support-fn-1", usage) == pytest.approx(
+        2 * price_in + 0.5 * price_out)
+    assert pricing.cost_usd("unknown-model", usage) is None

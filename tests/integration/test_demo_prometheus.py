@@ -82,12 +82,16 @@ def test_p95_from_histogram_is_plausible(scraped_demo: ScrapedDemo) -> None:
     assert lo <= est <= hi, f"p95 estimate {est}s vs summary {p95_s}s, buckets {bounds}"
 
 
-def test_tokens_tools_and_delegations_agree(scraped_demo: ScrapedDemo) -> None:
-    """Token, tool-call and sub-agent delegation counters equal the summary's numbers."""
+def test_tokens_tools_cost_and_delegations_agree(scraped_demo: ScrapedDemo) -> None:
+    """Token, tool-call, cost and sub-agent delegation counters equal the summary's
+    numbers."""
     prom, summary = scraped_demo.prometheus, scraped_demo.summary
     tokens = _by_label(prom.query("sum by (type) (agentbus_agent_tokens_total)"), "type")
     assert tokens == {"input": summary["input_tokens"], "output": summary["output_tokens"]}
     assert prom.value("sum(agentbus_tool_calls_total)") == summary["tool_calls"]
+    assert summary["cost_usd"] > 0
+    assert math.isclose(prom.value("sum(agentbus_agent_cost_usd_total)"),
+                        summary["cost_usd"], rel_tol=1e-9)
     assert summary["delegations"] > 0
     spawned = prom.value('sum(agentbus_subagent_delegations_total{status="spawned"})')
     assert spawned == summary["delegations"]
@@ -106,7 +110,7 @@ def test_middleware_sessions_and_checkpoints_are_scraped(scraped_demo: ScrapedDe
         prom.query("sum by (middleware) (agentbus_middleware_duration_seconds_count)"),
         "middleware",
     )
-    assert set(middlewares) == {"session", "guard"}
+    assert set(middlewares) == {"session", "guard", "pricing"}
     assert prom.value("sum(agentbus_sessions_created_total)") > 0
     ops = _by_label(prom.query("sum by (operation) (agentbus_checkpoints_total)"), "operation")
     assert ops["saved"] >= ops["restored"] > 0
