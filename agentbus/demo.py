@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -957,19 +958,26 @@ async def run_demo(options: DemoOptions, *, registry: CollectorRegistry | None =
 
     server = MetricsServer(registry, host=options.host, port=options.port)
     server.start()
-    options.log_file.parent.mkdir(parents=True, exist_ok=True)
-    structlog_config = structlog.get_config()
-    log_stream = configure_logging(path=str(options.log_file))
-    tracing_path: str | None = None
-    if options.traces == "jsonl":
-        options.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        tracing_path = str(options.jsonl_path)
-    tracing = configure_tracing(options.traces, path=tracing_path, service_name="agentbus-demo")
+    # Undone in reverse order on the way out, whatever fails: sessions, bus (drains and
+    # flushes every handler), tracing (flushes spans), log file, structlog config, server.
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        cleanup.callback(functools.partial(structlog.configure, **structlog.get_config()))
+        options.log_file.parent.mkdir(parents=True, exist_ok=True)
+        cleanup.callback(configure_logging(path=str(options.log_file)).close)
+        tracing_path: str | None = None
+        if options.traces == "jsonl":
+            options.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+            tracing_path = str(options.jsonl_path)
+        tracing = configure_tracing(options.traces, path=tracing_path,
+                                    service_name="agentbus-demo")
+        cleanup.callback(tracing.shutdown)
+        bus = EventBus(max_queue_size=10_000)
+        cleanup.push_async_callback(bus.close, 10.0)
+        sessions = SessionManager(bus, ttl_seconds=options.session_ttl_s)
+        cleanup.push_async_callback(sessions.aclose)
+        stop = asyncio.Event()
 
-    bus = EventBus(max_queue_size=10_000)
-    sessions = SessionManager(bus, ttl_seconds=options.session_ttl_s)
-    stop = asyncio.Event()
-    try:
         register_bus_metrics(bus, registry)
         await bus.subscribe(EventType.ANY, PrometheusMetricsHandler(registry), name="prometheus")
         if tracing.handler is not None:
@@ -1030,10 +1038,4 @@ async def run_demo(options: DemoOptions, *, registry: CollectorRegistry | None =
             with _signals(stop, options.handle_signals), contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), options.serve_for)
         return summary
-    finally:
-        await sessions.aclose()
-        await bus.close(timeout=10.0)
-        tracing.shutdown()
-        server.stop()
-        structlog.configure(**structlog_config)
-        log_stream.close()
+
