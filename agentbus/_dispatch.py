@@ -187,10 +187,14 @@ class Subscription:
         bus = self.bus
         metrics = bus.enable_metrics
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         waiters = self.space_waiters
         while True:
             if not mailbox:
                 if self.closing:
+                    # A publisher that was waiting for room may still append: its wake-up
+                    # starts a fresh worker, so that event is delivered, not stranded.
+                    self.waiter = _Starter(self)
                     return
                 fut: asyncio.Future[None] = loop.create_future()
                 self.waiter = fut
@@ -209,15 +213,22 @@ class Subscription:
             try:
                 while mailbox:
                     event = mailbox.popleft()
+                    if waiters:
+                        self.release_space()
                     try:
                         await handler(event)
                     except Exception as exc:
                         self.errors += 1
                         self.last_error = exc
                         bus._handler_failed(self, event, exc)
+                    except asyncio.CancelledError as exc:
+                        if task is None or task.cancelling():
+                            raise  # the worker itself is being cancelled
+                        # raised by the handler on its own: a handler error like any other
+                        self.errors += 1
+                        self.last_error = exc
+                        bus._handler_failed(self, event, exc)
                     n += 1
-                    if waiters:
-                        self.release_space()
             finally:
                 self.in_flight = False
                 self.delivered += n

@@ -40,6 +40,7 @@ from ._dispatch import (
     AnyHandler,
     Handler,
     Subscription,
+    _Starter,
     handler_name,
 )
 from .errors import BusClosedError, EventTooLargeError, QueueFullError, WrongLoopError
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentbus.bus")
+
+_get_running_loop = asyncio.get_running_loop
 
 OverflowPolicy = Literal["block", "drop_newest", "drop_oldest"]
 """What ``publish`` does when a handler's mailbox is full. See the module docstring."""
@@ -89,8 +92,9 @@ class SubscriptionStats:
 class BusStats:
     """A snapshot of the bus's own health (all counters cumulative since creation).
 
-    ``dropped`` maps a reason (``"queue_full"``, ``"close_timeout"``) to the number of
-    (event, handler) deliveries lost; ``rejected`` maps a reason (``"closed"``,
+    ``dropped`` maps a reason (``"queue_full"``, ``"close_timeout"``, ``"cancelled"``: a
+    publisher cancelled while waiting for room) to the number of (event, handler)
+    deliveries lost; ``rejected`` maps a reason (``"closed"``,
     ``"too_large"``, ``"queue_full"``) to publishes refused with an error.
     """
 
@@ -172,11 +176,16 @@ class EventBus:
         self._history: dict[str, SystemEvent] = {}
         self._history_order: deque[str] = deque()
         self._idle_waiters: list[asyncio.Future[None]] = []
+        # Publishers suspended in _wait_for_room; close() lets them finish queueing first.
+        self._blocked = 0
+        self._unblocked: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ loop binding
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():
+            if self._loop is not None:
+                self._forget_loop()
             self._loop = loop
             self._loop_thread = threading.get_ident()
         elif loop is not self._loop:
@@ -184,6 +193,19 @@ class EventBus:
                 "this EventBus is bound to another event loop; create one bus per loop"
             )
         return loop
+
+    def _forget_loop(self) -> None:
+        """The bound loop is closed: drop its tasks and futures so the next loop starts
+        fresh workers (queued events are kept and delivered there)."""
+        for sub in self._subs.values():
+            sub.task = None
+            sub.waiter = _Starter(sub)
+            sub.in_flight = False
+            sub.space_waiters.clear()
+        self._waiters.clear()
+        self._idle_waiters = []
+        self._blocked = 0
+        self._unblocked = None
 
     # ------------------------------------------------------------------ subscriptions
     async def subscribe(
@@ -349,8 +371,7 @@ class EventBus:
         Args:
             event: the event; not copied, so handlers must not mutate it.
             wait: with ``False``, never wait: a full mailbox under ``"block"`` raises
-                :class:`QueueFullError` instead (nothing is queued to that handler or later
-                ones).
+                :class:`QueueFullError` instead, and the event is queued to no handler.
 
         Returns:
             How many subscriptions the event was queued for (drops excluded).
@@ -360,9 +381,13 @@ class EventBus:
             BusClosedError: the bus is closing or closed.
             EventTooLargeError: ``max_event_bytes`` is set and exceeded.
             WrongLoopError: called from another event loop.
+            asyncio.CancelledError: cancelled while waiting for room; the deliveries not
+                made are counted as dropped with reason ``"cancelled"``.
         """
-        if self._loop is None:
+        if self._loop is not _get_running_loop():
             self._bind()
+        if not wait:
+            return self._publish_nowait(event)
         self._check(event)
         subs = self._accepted(event)
         cap = self.max_queue_size
@@ -372,13 +397,15 @@ class EventBus:
             if len(mailbox) >= cap:
                 policy = self.overflow
                 if policy == "block":
-                    if not wait:
-                        self._reject("queue_full")
-                        raise QueueFullError(
-                            f"handler {sub.name!r} has {len(mailbox)} queued events "
-                            f"(max_queue_size={cap})"
-                        )
-                    await self._wait_for_room(sub)
+                    try:
+                        await self._wait_for_room(sub)
+                    except BaseException as exc:
+                        # Not queued to this handler nor the ones after it: count them.
+                        reason = "close_timeout" if isinstance(exc, BusClosedError) else (
+                            "cancelled")
+                        for lost in subs[subs.index(sub):]:
+                            self._drop(lost, reason)
+                        raise
                 elif policy == "drop_newest":
                     self._drop(sub, "queue_full")
                     continue
@@ -393,17 +420,24 @@ class EventBus:
 
     async def _wait_for_room(self, sub: Subscription) -> None:
         loop = self._bind()
-        while len(sub.mailbox) >= self.max_queue_size:
-            fut: asyncio.Future[None] = loop.create_future()
-            sub.space_waiters.append(fut)
-            if sub.waiter is not None:
-                sub.wake()
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    sub.release_space()  # pass our wake-up on
-                raise
+        self._blocked += 1
+        try:
+            while len(sub.mailbox) >= self.max_queue_size:
+                fut: asyncio.Future[None] = loop.create_future()
+                sub.space_waiters.append(fut)
+                if sub.waiter is not None:
+                    sub.wake()
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    if fut.done() and not fut.cancelled():
+                        sub.release_space()  # pass our wake-up on
+                    raise
+        finally:
+            self._blocked -= 1
+            unblocked = self._unblocked
+            if not self._blocked and unblocked is not None and not unblocked.done():
+                unblocked.set_result(None)
 
     def publish_sync(self, event: SystemEvent, *, timeout: float | None = None) -> int:
         """Publish from synchronous code (seed 003 ``publish_sync``).
@@ -454,8 +488,8 @@ class EventBus:
                     self._reject("queue_full")
                     raise QueueFullError(
                         f"handler {sub.name!r} has {len(sub.mailbox)} queued events "
-                        f"(max_queue_size={cap}); publish_sync on the event-loop thread "
-                        f"cannot wait: use 'await bus.publish(event)'"
+                        f"(max_queue_size={cap}); publish(wait=False) and publish_sync on "
+                        f"the event-loop thread cannot wait: use 'await bus.publish(event)'"
                     )
         self._accepted(event)
         queued = 0
@@ -613,7 +647,9 @@ class EventBus:
         )
 
     # ------------------------------------------------------------------ draining / closing
-    def _handler_failed(self, sub: Subscription, event: SystemEvent, exc: Exception) -> None:
+    def _handler_failed(
+        self, sub: Subscription, event: SystemEvent, exc: BaseException
+    ) -> None:
         logger.error(
             "handler %r failed on %s event %s from agent %r: %s: %s",
             sub.name,
@@ -659,26 +695,50 @@ class EventBus:
         :class:`BusClosedError`. Handlers (or the objects of bound-method handlers) with an
         ``aclose()`` coroutine method are then closed once each, so batchers flush.
 
+        Events whose publisher is waiting for room in a full mailbox when ``close`` starts
+        count as accepted: they are queued and delivered too.
+
         Args:
-            timeout: seconds to wait for delivery; what is still queued then is cancelled
-                and counted as dropped with reason ``"close_timeout"``.
+            timeout: seconds to wait for delivery; then the events still queued or being
+                handled are cancelled and counted as dropped with reason
+                ``"close_timeout"``, and publishers still waiting for room get
+                :class:`BusClosedError` (their undelivered handlers counted the same way).
         """
         if self._closed:
             return
+        loop = self._bind()
         self._closed = True
-        self._bind()
-        subs = list(self._subs.values())
         for _etype, _pred, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(BusClosedError("the EventBus closed while waiting"))
         self._waiters.clear()
+        deadline = None if timeout is None else loop.time() + timeout
+        timed_out = False
+        while self._blocked and not timed_out:
+            unblocked: asyncio.Future[None] = loop.create_future()
+            self._unblocked = unblocked
+            try:
+                await asyncio.wait_for(unblocked, _remaining(loop, deadline))
+            except TimeoutError:
+                timed_out = True
+        self._unblocked = None
+        subs = list(self._subs.values())
         retire = asyncio.ensure_future(self._retire(subs))
         try:
-            await asyncio.wait_for(asyncio.shield(retire), timeout)
+            if timed_out:
+                raise TimeoutError
+            await asyncio.wait_for(asyncio.shield(retire), _remaining(loop, deadline))
         except TimeoutError:
             for sub in subs:
-                if sub.mailbox:
-                    self._drop(sub, "close_timeout", len(sub.mailbox))
+                while sub.space_waiters:
+                    waiter = sub.space_waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_exception(BusClosedError(
+                            "the EventBus closed (timeout) before this event was queued"
+                        ))
+                undelivered = len(sub.mailbox) + (1 if sub.in_flight else 0)
+                if undelivered:
+                    self._drop(sub, "close_timeout", undelivered)
                     sub.mailbox.clear()
                 if sub.task is not None:
                     sub.task.cancel()
@@ -713,6 +773,10 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - loop.time(), 0.0)
 
 
 def _type_name(event_type: Enum) -> str:
