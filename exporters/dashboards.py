@@ -19,7 +19,6 @@ export DIR [--prefix P] [--job J]`` calls it.
 from __future__ import annotations
 
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Final
 
@@ -108,13 +107,15 @@ def export_all(
         OSError: ``out_dir`` (or a subdirectory) cannot be created or written.
     """
     _validate(metric_prefix, job)
-    source = resources.files(__package__ or "exporters").joinpath("monitoring")
+    # Package data beside this module (a plain path: also right when the editable install
+    # sees ``exporters`` as a namespace package, where importlib.resources fails).
+    source = Path(__file__).resolve().parent / "monitoring"
     written: list[Path] = []
     for sub, names in (("dashboards", DASHBOARD_FILES), ("prometheus", PROMETHEUS_FILES)):
         target_dir = Path(out_dir) / sub
         target_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            text = source.joinpath(sub).joinpath(name).read_text(encoding="utf-8")
+            text = (source / sub / name).read_text(encoding="utf-8")
             target = target_dir / name
             target.write_text(rewrite(text, metric_prefix=metric_prefix, job=job), encoding="utf-8")
             written.append(target)

@@ -91,3 +91,20 @@ def test_bad_prefix_or_job_is_a_clear_error(
     with pytest.raises(ValueError, match=message):
         export_all(tmp_path / "out", metric_prefix=prefix, job=job)
     assert not (tmp_path / "out").exists()
+
+
+def test_export_works_from_the_installed_package_outside_the_repo(tmp_path: Path) -> None:
+    """`agentbus dashboards export` run from another directory finds the package data."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "agentbus.cli", "dashboards", "export", str(tmp_path / "out"),
+         "--prefix", "myco", "--job", "agents"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*.*"))
+    assert written == sorted([*(f"dashboards/{n}" for n in DASHBOARD_FILES),
+                              *(f"prometheus/{n}" for n in PROMETHEUS_FILES)])
+    assert 'job="agents"' in (tmp_path / "out" / "prometheus" / "alerts.yml").read_text()
