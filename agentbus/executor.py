@@ -38,6 +38,7 @@ from .errors import AgentBusError
 from .events import EventType, SystemEvent, new_event_id, new_span_id, new_trace_id
 
 if TYPE_CHECKING:
+    from .sessions import Checkpoint, CheckpointManager, SessionManager
     from .subagents import OnDone, SubAgentHandle
 
 __all__ = [
@@ -244,6 +245,46 @@ class RunContext:
         """The executor's config."""
         return self.executor.config
 
+    async def save_checkpoint(self, state: Any) -> Checkpoint:
+        """Save a deep copy of ``state`` with the executor's :class:`CheckpointManager`,
+        publishing ``CHECKPOINT_SAVED`` with this run's trace ids, agent, user and session.
+
+        Raises:
+            RuntimeError: the executor has no ``checkpoints`` manager.
+            TypeError: ``state`` cannot be deep-copied.
+        """
+        manager = self._checkpoints()
+        token = _current_run.set(self)
+        try:
+            return await manager.save(self.agent_id, state, session_id=self.context.session_id,
+                                      user_id=self.context.user_id)
+        finally:
+            _current_run.reset(token)
+
+    async def restore_checkpoint(self, checkpoint_id: str) -> Any:
+        """Return a deep copy of the state saved as ``checkpoint_id``, publishing
+        ``CHECKPOINT_RESTORED`` with this run's trace ids.
+
+        Raises:
+            RuntimeError: the executor has no ``checkpoints`` manager.
+            KeyError: no such checkpoint (naming the id).
+        """
+        manager = self._checkpoints()
+        token = _current_run.set(self)
+        try:
+            return await manager.restore(checkpoint_id, user_id=self.context.user_id)
+        finally:
+            _current_run.reset(token)
+
+    def _checkpoints(self) -> CheckpointManager:
+        manager = self.executor.checkpoints
+        if manager is None:
+            raise RuntimeError(
+                f"agent {self.agent_id!r} has no checkpoint store: pass "
+                f"AgentExecutor(..., checkpoints=CheckpointManager(bus))"
+            )
+        return manager
+
     async def emit(
         self,
         event_type: Enum,
@@ -341,6 +382,11 @@ class AgentExecutor:
             ``config.model`` with :func:`register_model` is used at each run.
         middleware: executor middleware, outermost first.
         event_bus: the bus; may also be set later with :meth:`set_event_bus`.
+        sessions: a :class:`SessionManager`; when set, each run whose context has a
+            ``session_id`` touches that session before ``AGENT_STARTED`` (so the first run of
+            a session publishes ``SESSION_CREATED``, carrying the run's trace ids).
+        checkpoints: a :class:`CheckpointManager` used by ``RunContext.save_checkpoint`` /
+            ``restore_checkpoint``.
 
     Without a bus, ``execute`` still runs the agent and returns results; nothing is
     published. Events are built by the executor itself and not validated again.
@@ -356,11 +402,23 @@ class AgentExecutor:
         *,
         middleware: Sequence[Middleware | Callable[..., Awaitable[Any]]] = (),
         event_bus: EventBus | None = None,
+        sessions: SessionManager | None = None,
+        checkpoints: CheckpointManager | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id must be a non-empty string")
         if not isinstance(config, AgentConfig):
             raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}")
+        from .sessions import CheckpointManager, SessionManager
+
+        if sessions is not None and not isinstance(sessions, SessionManager):
+            raise TypeError(f"sessions must be a SessionManager, got {type(sessions).__name__}")
+        if checkpoints is not None and not isinstance(checkpoints, CheckpointManager):
+            raise TypeError(
+                f"checkpoints must be a CheckpointManager, got {type(checkpoints).__name__}"
+            )
+        self.sessions = sessions
+        self.checkpoints = checkpoints
         self.agent_id = agent_id
         self.config = config
         self.agent: AgentRunner = agent if agent is not None else _NoRunner(config.model)
@@ -602,6 +660,12 @@ class AgentExecutor:
         ctx = AgentContext.coerce(context)
         run = self._new_run(ctx)
         parent = _current_run.get()
+        if self.sessions is not None and ctx.session_id:
+            session_token = _current_run.set(run)  # SESSION_CREATED belongs to this run
+            try:
+                await self.sessions.touch(ctx.session_id, self.agent_id, ctx.user_id)
+            finally:
+                _current_run.reset(session_token)
         start_attrs = dict(self._base_attrs)
         if parent is not None:
             start_attrs[sc.AB_PARENT_AGENT_ID] = parent.agent_id

@@ -139,8 +139,11 @@ class SessionManager:
         ``SESSION_EXPIRED`` for each. Returns the expired sessions."""
         now = self._clock()
         dead = [s for s in self._sessions.values() if now - s.last_seen > self.ttl_seconds]
+        # Forget them all before publishing (which may wait for room): a touch meanwhile
+        # then starts a new session instead of reviving one about to be reported expired.
         for s in dead:
             del self._sessions[s.session_id]
+        for s in dead:
             await _publish(self.bus, _event(
                 EventType.SESSION_EXPIRED, s.agent_id, user_id=s.user_id,
                 session_id=s.session_id,
