@@ -450,3 +450,51 @@ async def test_second_loop_publish_raises_wrong_loop() -> None:
     await bus.drain()
     assert rec.events == []
     assert bus.subscription_count == 1
+
+
+async def test_wait_for_predicate_error_reaches_the_waiter() -> None:
+    """A predicate that raises fails that wait_for with its exception; publishing and other
+    waiters are unaffected."""
+    bus = EventBus()
+
+    def bad(event: SystemEvent) -> bool:
+        raise ValueError("predicate broke")
+
+    failing = asyncio.create_task(bus.wait_for(EventType.CUSTOM, bad, timeout=30))
+    fine = asyncio.create_task(bus.wait_for(EventType.CUSTOM, timeout=30))
+    await asyncio.sleep(0)
+    e = ev()
+    assert await bus.publish(e) == 0
+    with pytest.raises(ValueError, match="predicate broke"):
+        await failing
+    assert await fine is e
+
+
+async def test_stats_readable_from_another_thread() -> None:
+    """stats() can be called from another thread while the loop publishes."""
+    bus = EventBus()
+    rec = Recorder()
+    await bus.subscribe(EventType.ANY, rec)
+    snapshots: list[int] = []
+    stop = threading.Event()
+
+    reading = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            snapshots.append(bus.stats().published)
+            reading.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(reading.wait, 30)
+        for _ in range(200):
+            await bus.publish(ev())
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    await bus.drain()
+    assert snapshots and snapshots == sorted(snapshots)
+    assert bus.stats().published == 200 and len(rec.events) == 200
