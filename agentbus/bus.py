@@ -173,8 +173,11 @@ class EventBus:
         self._rejected: dict[str, int] = {}
         self._waiters: list[tuple[Enum, Callable[[SystemEvent], bool] | None,
                                   asyncio.Future[SystemEvent]]] = []
-        self._history: dict[str, SystemEvent] = {}
-        self._history_order: deque[str] = deque()
+        # History (seed 001): a bounded deque of events, appended on the hot path (one
+        # C call); the id index for lookups is built lazily by _index() when queried.
+        self._history: deque[SystemEvent] = deque(maxlen=history_size or 1)
+        self._index_map: dict[str, tuple[int, SystemEvent]] = {}
+        self._indexed = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         # Publishers suspended in _wait_for_room; close() lets them finish queueing first.
         self._blocked = 0
@@ -318,6 +321,7 @@ class EventBus:
         return len(self._subs)
 
     def _route(self, event_type: Enum) -> tuple[Subscription, ...]:
+        # Cached per event type (also when empty) until the subscriptions change.
         subs = tuple(
             s
             for s in self._subs.values()
@@ -352,15 +356,11 @@ class EventBus:
     def _accepted(self, event: SystemEvent) -> tuple[Subscription, ...]:
         self._published += 1
         if self.history_size:
-            eid = event.event_id
-            self._history[eid] = event
-            order = self._history_order
-            order.append(eid)
-            if len(order) > self.history_size:
-                self._history.pop(order.popleft(), None)
+            self._history.append(event)
         if self._waiters:
             self._notify_waiters(event)
-        return self._routes.get(event.event_type) or self._route(event.event_type)
+        subs = self._routes.get(event.event_type)
+        return subs if subs is not None else self._route(event.event_type)
 
     async def publish(self, event: SystemEvent, *, wait: bool = True) -> int:
         """Publish ``event`` to every matching subscription (seed 003 ``publish``).
@@ -480,7 +480,9 @@ class EventBus:
 
     def _publish_nowait(self, event: SystemEvent) -> int:
         self._check(event)
-        subs = self._routes.get(event.event_type) or self._route(event.event_type)
+        subs = self._routes.get(event.event_type)
+        if subs is None:
+            subs = self._route(event.event_type)
         cap = self.max_queue_size
         if self.overflow == "block":
             for sub in subs:
@@ -557,9 +559,37 @@ class EventBus:
         self._waiters[:] = keep
 
     # ------------------------------------------------------------------ history (seed 001)
+    def _index(self) -> dict[str, tuple[int, SystemEvent]]:
+        """The id index of the history, brought up to date: ``event_id -> (seq, event)``.
+
+        ``seq`` is the event's 1-based publish number; an entry is live while
+        ``seq > published - len(history)`` (older entries fell out of the deque and are
+        ignored, then pruned on the next full rebuild). Incremental: costs O(events
+        published since the last query), O(history_size) at worst.
+        """
+        index = self._index_map
+        published = self._published
+        new = published - self._indexed
+        if new:
+            hist = self._history
+            if new >= len(hist) or len(index) > 2 * self.history_size:
+                index.clear()
+                new = len(hist)
+            seq = published - new
+            for ev in itertools.islice(hist, len(hist) - new, None):
+                seq += 1
+                index[ev.event_id] = (seq, ev)
+            self._indexed = published
+        return index
+
     def get_event(self, event_id: str) -> SystemEvent | None:
         """The event with ``event_id`` if it is still in the history, else ``None``."""
-        return self._history.get(event_id)
+        if not self.history_size:
+            return None
+        entry = self._index().get(event_id)
+        if entry is None or entry[0] <= self._published - len(self._history):
+            return None
+        return entry[1]
 
     def get_causation_chain(self, event_id: str) -> list[SystemEvent]:
         """The chain of events that led to ``event_id``, oldest first (seed 001).
@@ -570,13 +600,13 @@ class EventBus:
         """
         chain: list[SystemEvent] = []
         seen: set[str] = set()
-        current = self._history.get(event_id)
+        current = self.get_event(event_id)
         while current is not None and current.event_id not in seen:
             seen.add(current.event_id)
             chain.append(current)
             if current.causation_id is None:
                 break
-            current = self._history.get(current.causation_id)
+            current = self.get_event(current.causation_id)
         chain.reverse()
         return chain
 
@@ -594,11 +624,10 @@ class EventBus:
         types = set(event_types) if event_types is not None else None
         if since is not None and since.tzinfo is None:
             since = since.astimezone()
-        out = []
-        for eid in self._history_order:
-            ev = self._history.get(eid)
-            if ev is None:
-                continue
+        out: list[SystemEvent] = []
+        if not self.history_size:
+            return out
+        for ev in self._history:
             if types is not None and ev.event_type not in types:
                 continue
             if agent_id is not None and ev.agent_id != agent_id:
