@@ -335,3 +335,30 @@ def test_agentbus_imports_without_pydantic_ai() -> None:
                          check=True, timeout=120)
     assert "IMPORT-ERROR" in out.stdout
     assert "agentbus[pydantic-ai]" in out.stdout
+
+
+async def test_one_runner_serves_concurrent_runs() -> None:
+    """Concurrent runs through one runner each report only their own tool calls."""
+    executor = _executor(_two_tools_agent())
+    results = await asyncio.gather(*(executor.execute(f"q{i}") for i in range(3)))
+    for result in results:
+        assert result.success, result.error_message
+        assert sorted(t.name for t in result.tool_calls) == ["add", "weather"]
+    ids = [t.call_id for r in results for t in r.tool_calls]
+    assert len(ids) == 6
+
+
+async def test_explicit_instrumentation_capability_detected() -> None:
+    """An Instrumentation capability given at construction also counts as instrumented."""
+    from pydantic_ai.capabilities import Instrumentation
+
+    provider = TracerProvider()
+    agent: Agent[None, str] = Agent(
+        TestModel(), name="assistant",
+        capabilities=[Instrumentation(settings=InstrumentationSettings(
+            tracer_provider=provider))])
+    bus = EventBus()
+    await _executor(agent, bus).execute("hi")
+    assert _last(bus, EventType.AGENT_COMPLETED).attributes[sc.AB_FRAMEWORK_INSTRUMENTED]
+    provider.shutdown()
+    await bus.close()
