@@ -59,7 +59,8 @@ class SubAgentEventType(Enum):
     """Events of asynchronous sub-agent delegation (seeds 000 / 002: the car-hailing flow).
 
     Published by the parent's executor: ``agent_id`` is the parent agent, the sub-agent's id
-    is in ``attributes["agentbus.subagent"]``; ``causation_id`` is the parent run's id.
+    is in ``attributes["agentbus.subagent"]``. ``causation_id``: the parent run's id on
+    SPAWNED; the sub-run's last event on COMPLETED / FAILED (see :mod:`agentbus.subagents`).
     """
 
     SUBAGENT_SPAWNED = "subagent_spawned"
