@@ -83,16 +83,11 @@ def build_agent() -> Agent[None, str]:
     return agent
 
 
-_DEVNULL: list[TextIO] = []
-
-
-def _null_logger() -> Any:
-    """structlog with the JSON pipeline of ``exporters.logs.configure_logging``, to devnull
-    (not configured globally, so nothing else in the process changes)."""
-    if not _DEVNULL:
-        _DEVNULL.append(open(os.devnull, "w"))  # noqa: SIM115 - one, kept for the process
+def _null_logger(sink: TextIO) -> Any:
+    """structlog with the JSON pipeline of ``exporters.logs.configure_logging``, writing to
+    ``sink`` (not configured globally, so nothing else in the process changes)."""
     return structlog.wrap_logger(
-        structlog.WriteLogger(_DEVNULL[0]),
+        structlog.WriteLogger(sink),
         processors=[
             structlog.processors.add_log_level,
             add_trace_context,
@@ -147,8 +142,9 @@ def _execute(handlers: str) -> Callable[[int, Probe], Any]:
             if "o" in handlers:
                 processor = BatchSpanProcessor(exporter)
                 await bus.subscribe(EventType.ANY, OTelSpanHandler(processor), name="otel")
-            if "l" in handlers:
-                await bus.subscribe(EventType.ANY, LoggingHandler(_null_logger()), name="log")
+        sink = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - set-up, closed after the sample
+        if bus is not None and "l" in handlers:
+            await bus.subscribe(EventType.ANY, LoggingHandler(_null_logger(sink)), name="log")
         executor = AgentExecutor(
             "bench-agent",
             AgentConfig(name="bench", model="test"),
@@ -164,6 +160,8 @@ def _execute(handlers: str) -> Callable[[int, Probe], Any]:
                 processor.force_flush()
         if bus is not None:
             await bus.close()
+        sink.close()
+        if bus is not None:
             stats = bus.stats()
             if stats.handler_errors or sum(stats.dropped.values()):
                 raise RuntimeError(f"executor bench: handler errors or drops: {stats}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -337,7 +338,7 @@ _HEADERS = ["path", "N/sample", "median", "min – max", "× floor", "× ref", "
 
 def print_report(report: Report, console: Console | None = None) -> None:
     """Print the tables and target verdicts to the terminal (rich)."""
-    console = console or Console()
+    console = console or Console(width=max(shutil.get_terminal_size().columns, 150))
     for g in report.groups:
         t = Table(title=f"{g.group.title} (per {g.group.unit})", title_justify="left")
         for h in _HEADERS:
