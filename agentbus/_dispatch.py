@@ -183,6 +183,7 @@ class Subscription:
     async def run(self) -> None:
         """Worker loop: drain the mailbox in order, then sleep until woken."""
         mailbox = self.mailbox
+        popleft = mailbox.popleft
         handler = self.handler
         bus = self.bus
         metrics = bus.enable_metrics
@@ -212,7 +213,7 @@ class Subscription:
             self.in_flight = True
             try:
                 while mailbox:
-                    event = mailbox.popleft()
+                    event = popleft()
                     if waiters:
                         self.release_space()
                     try:

@@ -58,6 +58,7 @@ __all__ = [
 logger = logging.getLogger("agentbus.bus")
 
 _get_running_loop = asyncio.get_running_loop
+_get_ident = threading.get_ident
 
 OverflowPolicy = Literal["block", "drop_newest", "drop_oldest"]
 """What ``publish`` does when a handler's mailbox is full. See the module docstring."""
@@ -353,14 +354,13 @@ class EventBus:
         sub.dropped += n
         self._dropped[reason] = self._dropped.get(reason, 0) + n
 
-    def _accepted(self, event: SystemEvent) -> tuple[Subscription, ...]:
+    def _accepted(self, event: SystemEvent) -> None:
+        """Count ``event`` as published, record it in the history, notify ``wait_for``."""
         self._published += 1
         if self.history_size:
             self._history.append(event)
         if self._waiters:
             self._notify_waiters(event)
-        subs = self._routes.get(event.event_type)
-        return subs if subs is not None else self._route(event.event_type)
 
     async def publish(self, event: SystemEvent, *, wait: bool = True) -> int:
         """Publish ``event`` to every matching subscription (seed 003 ``publish``).
@@ -388,10 +388,20 @@ class EventBus:
             self._bind()
         if not wait:
             return self._publish_nowait(event)
-        self._check(event)
-        subs = self._accepted(event)
+        # Hot path (issue 6): the checks and bookkeeping of _check/_accepted inlined; the
+        # full _check runs only when one of its conditions can fail.
+        if self._closed or self.max_event_bytes is not None or type(event) is not SystemEvent:
+            self._check(event)
+        self._published += 1
+        if self.history_size:
+            self._history.append(event)
+        if self._waiters:
+            self._notify_waiters(event)
+        subs = self._routes.get(event.event_type)
+        if subs is None:
+            subs = self._route(event.event_type)
         cap = self.max_queue_size
-        queued = 0
+        queued = len(subs)
         for sub in subs:
             mailbox = sub.mailbox
             if len(mailbox) >= cap:
@@ -408,12 +418,12 @@ class EventBus:
                         raise
                 elif policy == "drop_newest":
                     self._drop(sub, "queue_full")
+                    queued -= 1
                     continue
                 else:
                     mailbox.popleft()
                     self._drop(sub, "queue_full")
             mailbox.append(event)
-            queued += 1
             if sub.waiter is not None:
                 sub.wake()
         return queued
@@ -467,7 +477,7 @@ class EventBus:
                     "coroutine first, then call publish_sync from that loop or another thread"
                 ) from None
             loop = self._bind()
-        if threading.get_ident() == self._loop_thread:
+        if _get_ident() == self._loop_thread:
             return self._publish_nowait(event)
         if loop.is_closed() or not loop.is_running():
             raise RuntimeError("publish_sync: the bus's event loop is not running")
@@ -479,33 +489,38 @@ class EventBus:
             raise
 
     def _publish_nowait(self, event: SystemEvent) -> int:
-        self._check(event)
+        if self._closed or self.max_event_bytes is not None or type(event) is not SystemEvent:
+            self._check(event)
         subs = self._routes.get(event.event_type)
         if subs is None:
             subs = self._route(event.event_type)
         cap = self.max_queue_size
-        if self.overflow == "block":
-            for sub in subs:
-                if len(sub.mailbox) >= cap:
-                    self._reject("queue_full")
-                    raise QueueFullError(
-                        f"handler {sub.name!r} has {len(sub.mailbox)} queued events "
-                        f"(max_queue_size={cap}); publish(wait=False) and publish_sync on "
-                        f"the event-loop thread cannot wait: use 'await bus.publish(event)'"
-                    )
-        self._accepted(event)
-        queued = 0
+        queued = len(subs)
+        # One pass (issue 6): a full mailbox under "block" undoes the appends made so far,
+        # so the event is queued to all handlers or to none. Workers woken for an event
+        # that was taken back find their mailbox empty and sleep again.
         for sub in subs:
             mailbox = sub.mailbox
             if len(mailbox) >= cap:
+                policy = self.overflow
+                if policy == "block":
+                    for done in subs[: subs.index(sub)]:
+                        done.mailbox.pop()
+                    self._reject("queue_full")
+                    raise QueueFullError(
+                        f"handler {sub.name!r} has {len(mailbox)} queued events "
+                        f"(max_queue_size={cap}); publish(wait=False) and publish_sync on "
+                        f"the event-loop thread cannot wait: use 'await bus.publish(event)'"
+                    )
                 self._drop(sub, "queue_full")
-                if self.overflow == "drop_newest":
+                if policy == "drop_newest":
+                    queued -= 1
                     continue
                 mailbox.popleft()
             mailbox.append(event)
-            queued += 1
             if sub.waiter is not None:
                 sub.wake()
+        self._accepted(event)
         return queued
 
     # ------------------------------------------------------------------ waiting
