@@ -100,3 +100,20 @@ def test_cli_rejects_unknown_group(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--only", "nope", "--no-memory", "--out", "-"])
     assert exc.value.code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_executor_trusted_event_equals_model_construct() -> None:
+    """The executor's fast event construction (issue 6) gives what model_construct gives."""
+    from agentbus import SystemEvent
+    from agentbus.executor import _trusted_event
+    from benchmarks.cases import realistic_fields
+
+    fields = realistic_fields()
+    fast = _trusted_event(dict(fields))
+    slow = SystemEvent.model_construct(**fields)
+    assert fast == slow
+    assert fast.model_fields_set == slow.model_fields_set == set(fields)
+    assert fast.model_dump() == slow.model_dump()
+    assert SystemEvent.model_validate(fast.model_dump()) == fast
+    copy = fast.model_copy(update={"agent_id": "other"})
+    assert copy.agent_id == "other" and fast.agent_id == fields["agent_id"]
