@@ -51,7 +51,7 @@ from agentbus import semconv as sc
 
 from .harness import BenchConfig, Case, Group, Probe
 
-__all__ = ["Counter", "all_groups", "realistic_event", "realistic_fields"]
+__all__ = ["Counter", "all_groups", "close_shared", "events", "realistic_event", "realistic_fields"]
 
 
 class Counter:

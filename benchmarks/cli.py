@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .cases import all_groups, close_shared
+from .cases import all_groups, close_shared, events
 from .harness import BenchConfig, Group, Probe, run_groups
 from .memory import memory_scenarios
 from .report import Report, evaluate_targets, machine_info, print_report, render_markdown
@@ -52,9 +53,16 @@ async def run_all(
         if progress is not None:
             progress(f"memory scenario: {config.memory_events:,} events to a slow handler")
         mem = await memory_scenarios(config.memory_events, config.memory_peer_events)
+    # The pre-built events (N of them, reused by every case) are fixture data: freeze them so
+    # full garbage collections during the cases do not walk them (that would add noise that
+    # grows with N and lands on whichever case happens to trigger the collection).
+    events(config.n)
+    gc.collect()
+    gc.freeze()
     try:
         results = await run_groups(groups, config, progress=progress)
     finally:
+        gc.unfreeze()
         await close_shared()
     return Report(
         config=config,

@@ -6,7 +6,10 @@ Per agent run, in the same process and loop:
 * ``pydantic-ai-otel``: the same agent with pydantic-ai's own OpenTelemetry instrumentation
   (``agent.instrument = InstrumentationSettings(tracer_provider=...)``, SDK tracer provider,
   ``BatchSpanProcessor`` to a no-op exporter, ``force_flush()`` at the end of the sample);
-* ``execute-nobus``: ``AgentExecutor.execute`` through ``PydanticAIRunner``, no bus;
+* ``execute-plain``: ``AgentExecutor.execute`` with a plain runner (``agent.run`` on the
+  input, nothing else), no bus: the executor's own cost;
+* ``execute-nobus``: ``AgentExecutor.execute`` through ``PydanticAIRunner``, no bus (the
+  adapter passes a per-run capability to time tool calls exactly);
 * ``execute-bus``: the same with a bus and no handlers;
 * ``execute-prometheus`` / ``execute-otel`` / ``execute-logging``: one handler each;
 * ``execute-all``: Prometheus (``PrometheusMetricsHandler`` on its own registry), OTel
@@ -33,7 +36,7 @@ from pydantic_ai import Agent
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.test import TestModel
 
-from agentbus import AgentConfig, AgentExecutor, EventBus, EventType
+from agentbus import AgentConfig, AgentExecutor, AgentRunner, EventBus, EventType, RunContext
 from agentbus.adapters.pydantic_ai import PydanticAIRunner
 from exporters.logs import add_trace_context
 from exporters.otel import OTelSpanHandler
@@ -125,7 +128,14 @@ def _bare(instrumented: bool) -> Callable[[int, Probe], Any]:
     return case
 
 
-def _execute(handlers: str) -> Callable[[int, Probe], Any]:
+def _plain_runner(agent: Agent[None, str]) -> AgentRunner:
+    async def plain(run: RunContext) -> Any:
+        return (await agent.run(run.context.input)).output
+
+    return plain
+
+
+def _execute(handlers: str, *, plain: bool = False) -> Callable[[int, Probe], Any]:
     """``handlers``: ``"none"`` (no bus), ``""`` (bus, no handler) or letters p, o, l."""
 
     async def case(n: int, probe: Probe) -> int:
@@ -148,7 +158,7 @@ def _execute(handlers: str) -> Callable[[int, Probe], Any]:
         executor = AgentExecutor(
             "bench-agent",
             AgentConfig(name="bench", model="test"),
-            PydanticAIRunner(agent),
+            _plain_runner(agent) if plain else PydanticAIRunner(agent),
             event_bus=bus,
         )
         with probe:
@@ -189,6 +199,8 @@ def executor_group() -> Group:
             Case("pydantic-ai-otel", "`agent.run` + pydantic-ai's own OTel instrumentation",
                  _bare(True), size=lambda cfg: cfg.runs,
                  note="SDK TracerProvider, BatchSpanProcessor → no-op exporter, flushed"),
+            Case("execute-plain", "`execute` (plain runner: `agent.run`), no bus",
+                 _execute("none", plain=True), size=lambda cfg: cfg.runs),
             Case("execute-nobus", "`execute` (PydanticAIRunner), no bus", _execute("none"),
                  size=lambda cfg: cfg.runs),
             Case("execute-bus", "`execute` + bus, no handlers", _execute(""),

@@ -8,7 +8,11 @@ to round, so slow drift of the machine (other processes on the two shared cores)
 over all cases instead of biasing one. Between samples the garbage collector runs once;
 it stays enabled while timing (the bus allocates like any real caller would).
 
-Timing uses :func:`time.perf_counter_ns`. Memory is measured in a separate pass (one sample
+Timing uses :func:`time.perf_counter_ns` (wall time: what the targets are judged on) and,
+beside it, :func:`time.process_time_ns` (CPU time of the whole process, all threads): on a
+machine shared with other work, wall time also counts the moments this process was not
+scheduled, CPU time does not, so the CPU column shows how much of a difference is noise.
+Memory is measured in a separate pass (one sample
 per case, after the timed rounds) with :mod:`tracemalloc`: the peak of Python allocations
 inside the probe window above what was allocated when it opened. tracemalloc slows Python
 several times, which is why the timing rounds never run with it.
@@ -105,19 +109,22 @@ class Probe:
     records the peak traced bytes above the level at entry. Enter it at most once per sample.
     """
 
-    __slots__ = ("_mem0", "_t0", "elapsed_ns", "memory", "peak_bytes")
+    __slots__ = ("_c0", "_mem0", "_t0", "cpu_ns", "elapsed_ns", "memory", "peak_bytes")
 
     def __init__(self, *, memory: bool = False) -> None:
         self.memory = memory
         self.elapsed_ns = 0
+        self.cpu_ns = 0
         self.peak_bytes = 0
         self._t0 = 0
+        self._c0 = 0
         self._mem0 = 0
 
     def __enter__(self) -> Probe:
         if self.memory:
             tracemalloc.reset_peak()
             self._mem0 = tracemalloc.get_traced_memory()[0]
+        self._c0 = time.process_time_ns()
         self._t0 = time.perf_counter_ns()
         return self
 
@@ -128,6 +135,7 @@ class Probe:
         tb: TracebackType | None,
     ) -> None:
         self.elapsed_ns = time.perf_counter_ns() - self._t0
+        self.cpu_ns = time.process_time_ns() - self._c0
         if self.memory:
             self.peak_bytes = max(0, tracemalloc.get_traced_memory()[1] - self._mem0)
 
@@ -178,7 +186,7 @@ class Group:
 
 @dataclass(slots=True)
 class CaseResult:
-    """Samples and summary of one case (nanoseconds per unit)."""
+    """Samples and summary of one case (nanoseconds per unit): wall and CPU time."""
 
     group: str
     key: str
@@ -186,7 +194,13 @@ class CaseResult:
     note: str
     n: int
     samples: list[float] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
+
+    @property
+    def cpu_median(self) -> float:
+        """Median CPU ns per unit over the samples."""
+        return statistics.median(self.cpu_samples)
 
     @property
     def median(self) -> float:
@@ -228,8 +242,14 @@ class GroupResult:
             return None
         return self.case(key).median / self.case(to).median
 
+    def cpu_ratio(self, key: str, to: str | None) -> float | None:
+        """Like :meth:`ratio`, on CPU-time medians."""
+        if to is None:
+            return None
+        return self.case(key).cpu_median / max(self.case(to).cpu_median, 1e-9)
 
-async def _sample(case: Case, n: int, *, memory: bool) -> tuple[float, int]:
+
+async def _sample(case: Case, n: int, *, memory: bool) -> tuple[float, float, int]:
     gc.collect()
     probe = Probe(memory=memory)
     units = await case.fn(n, probe)
@@ -237,7 +257,7 @@ async def _sample(case: Case, n: int, *, memory: bool) -> tuple[float, int]:
         raise RuntimeError(f"case {case.key!r} processed no units")
     if probe.elapsed_ns <= 0:
         raise RuntimeError(f"case {case.key!r} never entered its probe")
-    return probe.elapsed_ns / units, probe.peak_bytes
+    return probe.elapsed_ns / units, probe.cpu_ns / units, probe.peak_bytes
 
 
 async def run_groups(
@@ -266,8 +286,9 @@ async def run_groups(
         shift = r % len(flat)
         for g, c in flat[shift:] + flat[:shift]:
             res = results[(g.key, c.key)]
-            ns, _ = await _sample(c, res.n, memory=False)
+            ns, cpu, _ = await _sample(c, res.n, memory=False)
             res.samples.append(ns)
+            res.cpu_samples.append(cpu)
     if config.measure_memory:
         if progress is not None:
             progress("memory pass (tracemalloc)")
@@ -275,7 +296,7 @@ async def run_groups(
         try:
             for g, c in flat:
                 res = results[(g.key, c.key)]
-                _, res.peak_bytes = await _sample(c, res.n, memory=True)
+                _, _, res.peak_bytes = await _sample(c, res.n, memory=True)
         finally:
             tracemalloc.stop()
     return [GroupResult(g, [results[(g.key, c.key)] for c in g.cases]) for g in groups]
