@@ -354,14 +354,6 @@ class EventBus:
         sub.dropped += n
         self._dropped[reason] = self._dropped.get(reason, 0) + n
 
-    def _accepted(self, event: SystemEvent) -> None:
-        """Count ``event`` as published, record it in the history, notify ``wait_for``."""
-        self._published += 1
-        if self.history_size:
-            self._history.append(event)
-        if self._waiters:
-            self._notify_waiters(event)
-
     async def publish(self, event: SystemEvent, *, wait: bool = True) -> int:
         """Publish ``event`` to every matching subscription (seed 003 ``publish``).
 
@@ -388,8 +380,8 @@ class EventBus:
             self._bind()
         if not wait:
             return self._publish_nowait(event)
-        # Hot path (issue 6): the checks and bookkeeping of _check/_accepted inlined; the
-        # full _check runs only when one of its conditions can fail.
+        # Hot path (issue 6): the checks are inlined, the full _check runs only when one of
+        # its conditions can fail; then count, record in the history, notify wait_for.
         if self._closed or self.max_event_bytes is not None or type(event) is not SystemEvent:
             self._check(event)
         self._published += 1
@@ -520,7 +512,11 @@ class EventBus:
             mailbox.append(event)
             if sub.waiter is not None:
                 sub.wake()
-        self._accepted(event)
+        self._published += 1
+        if self.history_size:
+            self._history.append(event)
+        if self._waiters:
+            self._notify_waiters(event)
         return queued
 
     # ------------------------------------------------------------------ waiting
