@@ -592,7 +592,7 @@ async def close_shared() -> None:
 # ---------------------------------------------------------------------------- all
 def all_groups(cfg: BenchConfig) -> list[Group]:
     """Every group, in report order (the executor group comes from :mod:`.executor`)."""
-    from .executor import executor_group
+    from .executor import executor_group, instrumentation_group
 
     groups: list[Group] = [
         async_group(1),
@@ -601,6 +601,7 @@ def all_groups(cfg: BenchConfig) -> list[Group]:
         sync_group(10),
         construct_group(),
         executor_group(),
+        instrumentation_group(),
         other_subs_group(cfg),
         history_group(cfg),
     ]

@@ -36,16 +36,26 @@ from pydantic_ai import Agent
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.test import TestModel
 
-from agentbus import AgentConfig, AgentExecutor, AgentRunner, EventBus, EventType, RunContext
+from agentbus import (
+    AgentConfig,
+    AgentExecutor,
+    AgentOutput,
+    AgentRunner,
+    EventBus,
+    EventType,
+    RunContext,
+    TokenUsage,
+    ToolCall,
+)
 from agentbus.adapters.pydantic_ai import PydanticAIRunner
 from exporters.logs import add_trace_context
 from exporters.otel import OTelSpanHandler
 from middleware.logging import LoggingHandler
 from middleware.prometheus import PrometheusMetricsHandler
 
-from .harness import Case, Group, Probe
+from .harness import BenchConfig, Case, Group, Probe
 
-__all__ = ["NullSpanExporter", "build_agent", "executor_group"]
+__all__ = ["NullSpanExporter", "build_agent", "executor_group", "instrumentation_group"]
 
 PROMPT = "What is the weather in Paris, and what is 2 + 3?"
 
@@ -135,8 +145,27 @@ def _plain_runner(agent: Agent[None, str]) -> AgentRunner:
     return plain
 
 
-def _execute(handlers: str, *, plain: bool = False) -> Callable[[int, Probe], Any]:
-    """``handlers``: ``"none"`` (no bus), ``""`` (bus, no handler) or letters p, o, l."""
+_START = 1_700_000_000_000_000_000
+
+
+async def _fixed_runner(run: RunContext | None) -> AgentOutput:
+    """What ``PydanticAIRunner`` reports for the benchmark agent's run, without running it:
+    token usage, two tool calls, the response model."""
+    return AgentOutput(
+        output='{"get_weather":"sunny in a","add":0}',
+        usage=TokenUsage(input_tokens=103, output_tokens=19, requests=2),
+        tool_calls=[
+            ToolCall("get_weather", "call-1", _START, _START + 40_000),
+            ToolCall("add", "call-2", _START + 10_000, _START + 50_000),
+        ],
+        response_model="test",
+    )
+
+
+def _execute(handlers: str, *, runner: str = "pydantic-ai") -> Callable[[int, Probe], Any]:
+    """``handlers``: ``"none"`` (no bus), ``""`` (bus, no handler) or letters p, o, l;
+    ``runner``: ``"pydantic-ai"`` (PydanticAIRunner), ``"plain"`` (``agent.run``) or
+    ``"fixed"`` (no agent: :func:`_fixed_runner`)."""
 
     async def case(n: int, probe: Probe) -> int:
         agent = build_agent()
@@ -158,7 +187,8 @@ def _execute(handlers: str, *, plain: bool = False) -> Callable[[int, Probe], An
         executor = AgentExecutor(
             "bench-agent",
             AgentConfig(name="bench", model="test"),
-            _plain_runner(agent) if plain else PydanticAIRunner(agent),
+            {"plain": _plain_runner(agent), "fixed": _fixed_runner}.get(runner)
+            or PydanticAIRunner(agent),
             event_bus=bus,
         )
         with probe:
@@ -186,6 +216,14 @@ def _execute(handlers: str, *, plain: bool = False) -> Callable[[int, Probe], An
     return case
 
 
+SPLIT = 4
+"""Samples per case per round: the runs of a round are split in 4 alternating samples."""
+
+
+def _runs(cfg: BenchConfig) -> int:
+    return max(1, cfg.runs // SPLIT)
+
+
 def executor_group() -> Group:
     """One agent run, bare vs instrumented by pydantic-ai vs through the executor + bus."""
     return Group(
@@ -193,26 +231,68 @@ def executor_group() -> Group:
         title="one pydantic-ai `TestModel` agent run (2 tool calls)",
         unit="run",
         reference="bare",
+        samples_per_round=SPLIT,
         cases=[
             Case("bare", "`agent.run` bare (reference)", _bare(False),
-                 size=lambda cfg: cfg.runs),
+                 size=_runs),
             Case("pydantic-ai-otel", "`agent.run` + pydantic-ai's own OTel instrumentation",
-                 _bare(True), size=lambda cfg: cfg.runs,
+                 _bare(True), size=_runs,
                  note="SDK TracerProvider, BatchSpanProcessor → no-op exporter, flushed"),
             Case("execute-plain", "`execute` (plain runner: `agent.run`), no bus",
-                 _execute("none", plain=True), size=lambda cfg: cfg.runs),
+                 _execute("none", runner="plain"), size=_runs),
             Case("execute-nobus", "`execute` (PydanticAIRunner), no bus", _execute("none"),
-                 size=lambda cfg: cfg.runs),
+                 size=_runs),
             Case("execute-bus", "`execute` + bus, no handlers", _execute(""),
-                 size=lambda cfg: cfg.runs),
+                 size=_runs),
             Case("execute-prometheus", "`execute` + bus + Prometheus handler", _execute("p"),
-                 size=lambda cfg: cfg.runs),
+                 size=_runs),
             Case("execute-otel", "`execute` + bus + OTel span handler", _execute("o"),
-                 size=lambda cfg: cfg.runs),
+                 size=_runs),
             Case("execute-logging", "`execute` + bus + structlog logging handler",
-                 _execute("l"), size=lambda cfg: cfg.runs),
+                 _execute("l"), size=_runs),
             Case("execute-all", "`execute` + bus + Prometheus + OTel + logging",
-                 _execute("pol"), size=lambda cfg: cfg.runs,
+                 _execute("pol"), size=_runs,
                  note="includes drain() and span flush; 2 events per run (started, completed)"),
+        ],
+    )
+
+
+async def _fixed_direct(n: int, probe: Probe) -> int:
+    with probe:
+        for _ in range(n):
+            result = await _fixed_runner(None)
+    if not result.output:
+        raise RuntimeError("fixed runner produced no output")
+    return n
+
+
+def instrumentation_group() -> Group:
+    """The instrumentation's own cost per run, without the agent (precise: no 7 ms of agent
+    work whose noise would swamp a few hundred µs)."""
+
+    def size(cfg: BenchConfig) -> int:
+        return max(1, cfg.n // 50)
+
+    return Group(
+        key="instrumentation",
+        title="instrumentation cost per run without the agent (runner returns a fixed result)",
+        unit="run",
+        reference="runner",
+        cases=[
+            Case("runner", "the runner called directly (reference)", _fixed_direct, size=size),
+            Case("execute-nobus", "`execute`, no bus", _execute("none", runner="fixed"),
+                 size=size),
+            Case("execute-bus", "`execute` + bus, no handlers", _execute("", runner="fixed"),
+                 size=size),
+            Case("execute-prometheus", "`execute` + bus + Prometheus handler",
+                 _execute("p", runner="fixed"), size=size),
+            Case("execute-otel", "`execute` + bus + OTel span handler",
+                 _execute("o", runner="fixed"), size=size),
+            Case("execute-logging", "`execute` + bus + structlog logging handler",
+                 _execute("l", runner="fixed"), size=size),
+            Case("execute-all", "`execute` + bus + Prometheus + OTel + logging",
+                 _execute("pol", runner="fixed"), size=size,
+                 note="the result the benchmark agent's PydanticAIRunner reports (usage, 2 "
+                 "tool calls); includes drain() and span flush; 2 events per run"),
         ],
     )

@@ -49,7 +49,8 @@ class BenchConfig:
     Attributes:
         n: events per sample for the publish/deliver and construction cases.
         repeats: timed rounds (samples per case); the report gives their median.
-        runs: agent runs per sample in the executor cases.
+        runs: agent runs per round in each executor case (split into alternating samples,
+            see ``Group.samples_per_round``).
         pyee_async_n: cap on events per sample for pyee's ``AsyncIOEventEmitter`` (it
             creates one task per handler per event: ~20-200 µs each).
         bubus_n: cap on events per sample for bubus (milliseconds per event).
@@ -174,6 +175,9 @@ class Group:
         cases: the cases, in table order.
         floor: key of the case giving the lower bound (plain Python), or ``None``.
         reference: key of the case ratios are quoted against (the target's reference).
+        samples_per_round: samples each case takes per round, the group's cases alternating
+            (``a b c a b c ...``): finer interleaving for slow, noisy cases whose size is
+            divided accordingly (the executor runs).
     """
 
     key: str
@@ -182,6 +186,7 @@ class Group:
     cases: Sequence[Case]
     floor: str | None = None
     reference: str | None = None
+    samples_per_round: int = 1
 
 
 @dataclass(slots=True)
@@ -268,14 +273,15 @@ async def run_groups(
 ) -> list[GroupResult]:
     """Run every case of every group, interleaved, ``config.repeats`` rounds.
 
-    Round ``r`` runs all cases (of all groups) in one order rotated by ``r`` positions.
+    Round ``r`` runs all cases (of all groups; a group's cases ``samples_per_round`` times
+    over) in one order rotated by ``r`` positions.
     Then, if ``config.measure_memory``, one more pass under ``tracemalloc`` fills
     :attr:`CaseResult.peak_bytes`. Must be awaited on a running event loop; cases share it.
 
     Returns:
         One :class:`GroupResult` per group, in order.
     """
-    flat = [(g, c) for g in groups for c in g.cases]
+    flat = [(g, c) for g in groups for _ in range(g.samples_per_round) for c in g.cases]
     results = {
         (g.key, c.key): CaseResult(g.key, c.key, c.label, c.note, c.size(config))
         for g, c in flat
@@ -296,7 +302,8 @@ async def run_groups(
         try:
             for g, c in flat:
                 res = results[(g.key, c.key)]
-                _, _, res.peak_bytes = await _sample(c, res.n, memory=True)
+                if res.peak_bytes is None:
+                    _, _, res.peak_bytes = await _sample(c, res.n, memory=True)
         finally:
             tracemalloc.stop()
     return [GroupResult(g, [results[(g.key, c.key)] for c in g.cases]) for g in groups]

@@ -24,13 +24,14 @@ def report() -> Report:
 
 
 def test_every_group_and_case_has_samples(report: Report) -> None:
-    """Each case of each group has one positive sample per repeat and a memory figure."""
+    """Each case of each group has its samples per round (positive) and a memory figure."""
     cfg = BenchConfig.tiny()
     expected = {g.key: [c.key for c in g.cases] for g in all_groups(cfg)}
     assert {g.group.key: [c.key for c in g.cases] for g in report.groups} == expected
     for g in report.groups:
         for c in g.cases:
-            assert len(c.samples) == cfg.repeats, (g.group.key, c.key)
+            assert len(c.samples) == cfg.repeats * g.group.samples_per_round, (g.group.key, c.key)
+            assert len(c.cpu_samples) == len(c.samples)
             assert all(s > 0 for s in c.samples), (g.group.key, c.key)
             assert c.min <= c.median <= c.max
             assert c.peak_bytes is not None and c.peak_bytes >= 0
