@@ -30,13 +30,22 @@ agentbus_bus_queue_depth                gauge      handler     events waiting (+
 agentbus_bus_queue_capacity             gauge                  mailbox capacity per handler
 agentbus_bus_dispatch_lag_seconds       histogram  handler     wake-up to start of a batch
 agentbus_bus_subscriptions              gauge                  live subscriptions
+agentbus_bus_label_overflow_total       counter    metric,     distinct names folded into
+                                                   label       ``_OTHER`` (see below)
 ======================================  =========  ==========  ================================
 
 ``handler`` is the subscription's name (``subscribe(..., name=)``, default the handler's
 qualified name); subscriptions sharing a name are summed into one series. Counters of a
 subscription that is removed are kept (added to its name's totals), so counters never go
 down. At most ``handler_limit`` distinct names get their own series; the rest are summed
-under ``_OTHER``.
+under ``_OTHER``, and each *distinct* name folded so (counted once, the first scrape that
+folds it) adds 1 to ``agentbus_bus_label_overflow_total{metric="agentbus_bus",
+label="handler"}`` — monotonic, whatever the scrape rate. It is a family of its own, not a
+series of ``agentbus_label_overflow_total``: that family belongs to
+``middleware.prometheus.PrometheusMetricsHandler``, and prometheus-client refuses a second
+collector exposing a family name already registered in the same registry (and an exposition
+must not hold one family twice). Sum both for every label cap:
+``sum by (metric, label) ({__name__=~"agentbus_(bus_)?label_overflow_total"})``.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from prometheus_client.registry import Collector
 from agentbus.bus import LAG_BUCKETS_SECONDS, EventBus, SubscriptionStats
 
 __all__ = [
+    "BUS_LABEL_OVERFLOW_TOTAL",
     "DEFAULT_PORT",
     "BusMetricsCollector",
     "MetricsServer",
@@ -70,6 +80,10 @@ DEFAULT_PORT: Final = 9464
 """The default ``/metrics`` port (the OpenTelemetry Prometheus exporter's default)."""
 
 OTHER: Final = "_OTHER"
+BUS_LABEL_OVERFLOW_TOTAL: Final = "agentbus_bus_label_overflow_total"
+"""Distinct handler names folded into ``_OTHER`` (labels ``metric="agentbus_bus"``,
+``label="handler"``)."""
+_BUS_METRIC: Final = "agentbus_bus"
 _DROP_REASONS: Final = ("queue_full", "close_timeout")
 _REJECT_REASONS: Final = ("closed", "too_large", "queue_full")
 _LE: Final = (*(repr(float(b)) for b in LAG_BUCKETS_SECONDS), "+Inf")
@@ -127,7 +141,10 @@ class BusMetricsCollector(Collector):
     Args:
         bus: the :class:`~agentbus.EventBus` to read.
         handler_limit: distinct ``handler`` label values before the rest are summed under
-            ``_OTHER``; ``>= 1``.
+            ``_OTHER``; ``>= 1``. Each distinct name folded into ``_OTHER`` adds 1 to
+            ``agentbus_bus_label_overflow_total{metric="agentbus_bus",label="handler"}``
+            (once per name, however many scrapes or subscriptions fold it); the folded
+            names are remembered (one string each) so the counter never goes down.
 
     Raises:
         ValueError: ``handler_limit < 1``.
@@ -149,6 +166,7 @@ class BusMetricsCollector(Collector):
         self._last: dict[str, SubscriptionStats] = {}
         self._retired: dict[str, _Totals] = {}
         self._handlers: set[str] = set()
+        self._folded: set[str] = set()
 
     def _label(self, name: str) -> str:
         if name in self._handlers:
@@ -156,10 +174,11 @@ class BusMetricsCollector(Collector):
         if len(self._handlers) < self.handler_limit:
             self._handlers.add(name)
             return name
+        self._folded.add(name)
         return OTHER
 
     def _snapshot(self) -> tuple[int, int, dict[str, int], dict[str, int], int,
-                                 dict[str, _Totals]]:
+                                 dict[str, _Totals], int]:
         stats = self.bus.stats()
         with self._lock:
             current = {s.id: s for s in stats.subscriptions}
@@ -174,12 +193,13 @@ class BusMetricsCollector(Collector):
                 by_handler.setdefault(label, _Totals()).merge(totals)
             for s in current.values():
                 by_handler.setdefault(self._label(s.name), _Totals()).add(s, live=True)
+            folded = len(self._folded)
         return (stats.published, stats.capacity, stats.dropped, stats.rejected,
-                len(stats.subscriptions), by_handler)
+                len(stats.subscriptions), by_handler, folded)
 
     def describe(self) -> Iterable[Metric]:
         """The metric families (without samples), so the registry can reject duplicates."""
-        return list(self._families(0, 0, {}, {}, 0, {}))
+        return list(self._families(0, 0, {}, {}, 0, {}, 0))
 
     def collect(self) -> Iterable[Metric]:
         """Yield the ``agentbus_bus_*`` families from a fresh ``bus.stats()``."""
@@ -193,6 +213,7 @@ class BusMetricsCollector(Collector):
         rejected: dict[str, int],
         subscriptions: int,
         by_handler: dict[str, _Totals],
+        folded: int,
     ) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "agentbus_bus_events_published_total",
@@ -267,6 +288,14 @@ class BusMetricsCollector(Collector):
         yield GaugeMetricFamily(
             "agentbus_bus_subscriptions", "Live subscriptions on the bus.", value=subscriptions
         )
+        overflow = CounterMetricFamily(
+            BUS_LABEL_OVERFLOW_TOTAL,
+            "Distinct handler names summed under _OTHER because the bus metrics' handler "
+            "label cap (handler_limit) was reached.",
+            labels=["metric", "label"],
+        )
+        overflow.add_metric([_BUS_METRIC, "handler"], folded)
+        yield overflow
 
 
 def register_bus_metrics(

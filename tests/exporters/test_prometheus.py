@@ -216,3 +216,35 @@ def test_bad_arguments_are_rejected() -> None:
         BusMetricsCollector(object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="handler_limit"):
         BusMetricsCollector(EventBus(), handler_limit=0)
+
+
+async def test_folded_handler_names_are_counted_once_each_in_bus_label_overflow() -> None:
+    """Each distinct name beyond handler_limit adds 1 to the bus overflow counter, once."""
+    bus = EventBus()
+    registry = CollectorRegistry()
+    register_bus_metrics(bus, registry, handler_limit=2)
+    overflow = {"metric": "agentbus_bus", "label": "handler"}
+    assert sample(registry, "agentbus_bus_label_overflow_total", **overflow) == 0
+    ids = [await bus.subscribe(EventType.ANY, Recorder(), name=name)
+           for name in ("alpha", "beta", "gamma", "delta", "gamma")]
+    assert sample(registry, "agentbus_bus_label_overflow_total", **overflow) == 2
+    assert sample(registry, "agentbus_bus_label_overflow_total", **overflow) == 2  # rescrape
+    await bus.unsubscribe(ids[3])  # "delta" retired: still folded, not counted again
+    await bus.subscribe(EventType.ANY, Recorder(), name="epsilon")
+    assert sample(registry, "agentbus_bus_label_overflow_total", **overflow) == 3
+    await bus.close()
+
+
+async def test_bus_overflow_family_does_not_clash_with_the_handler_metrics() -> None:
+    """Bus metrics and PrometheusMetricsHandler register in one registry; both overflow
+    families are exposed, each once."""
+    from prometheus_client import generate_latest
+
+    from middleware.prometheus import PrometheusMetricsHandler
+
+    registry = CollectorRegistry()
+    PrometheusMetricsHandler(registry)
+    register_bus_metrics(EventBus(), registry)
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE agentbus_label_overflow_total counter") == 1
+    assert text.count("# TYPE agentbus_bus_label_overflow_total counter") == 1
