@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "EventType",
@@ -186,8 +186,8 @@ class SystemEvent(BaseModel):
 
     @field_validator("span_id", "parent_span_id", mode="after")
     @classmethod
-    def _span_id_hex(cls, value: str | None) -> str | None:
-        return _check_hex(value, 16, "span_id")
+    def _span_id_hex(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_hex(value, 16, info.field_name or "span_id")
 
     @property
     def type_name(self) -> str:
