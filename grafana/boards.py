@@ -444,12 +444,13 @@ def agents_dashboard() -> dict[str, Any]:
     b.timeseries(
         "GenAI operation duration p95 by model",
         "gen_ai.client.operation.duration (OpenTelemetry GenAI semantic conventions), "
-        "95th percentile per requested model.",
+        "95th percentile per requested model. Exemplars carry the run's trace_id.",
         "s",
         Query(
             f"histogram_quantile(0.95, sum by (gen_ai_request_model, le) "
             f"(rate(gen_ai_client_operation_duration_seconds_bucket{{{inst}}}[{RATE}])))",
             "p95 {{gen_ai_request_model}}",
+            exemplar=True,
         ),
     )
     b.timeseries(
@@ -477,22 +478,25 @@ def agents_dashboard() -> dict[str, Any]:
     )
     b.timeseries(
         "Tool call duration p95 by tool",
-        "95th percentile of tool call duration, by tool.",
+        "95th percentile of tool call duration, by tool. Exemplars carry the run's trace_id.",
         "s",
         Query(
             f"histogram_quantile(0.95, sum by (tool, le) "
             f"(rate(agentbus_tool_call_duration_seconds_bucket{{{sel}}}[{RATE}])))",
             "p95 {{tool}}",
+            exemplar=True,
         ),
     )
     b.timeseries(
         "Middleware self time p95 by middleware",
-        "95th percentile of each executor middleware's own time (excluding what it wraps).",
+        "95th percentile of each executor middleware's own time (excluding what it wraps). "
+        "Exemplars carry the run's trace_id.",
         "s",
         Query(
             f"histogram_quantile(0.95, sum by (middleware, le) "
             f"(rate(agentbus_middleware_duration_seconds_bucket{{{sel}}}[{RATE}])))",
             "p95 {{middleware}}",
+            exemplar=True,
         ),
     )
     b.timeseries(

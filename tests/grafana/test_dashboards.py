@@ -140,14 +140,34 @@ def test_alert_rules_query_only_exported_metrics() -> None:
     assert queried <= exported, sorted(queried - exported)
 
 
-def test_latency_panel_links_to_traces_with_exemplars() -> None:
-    """The run duration panel asks for exemplars (trace_id links) on its p95 target."""
-    board = BOARDS["agentbus-agents"]
-    latency = [p for p in panels(board) if p["title"].startswith("Run duration")]
-    assert len(latency) == 1
-    exemplar_targets = [t for t in latency[0]["targets"] if t.get("exemplar")]
-    assert [t["legendFormat"] for t in exemplar_targets] == ["p95 {{agent}}"]
-    assert "agentbus_agent_run_duration_seconds_bucket" in exemplar_targets[0]["expr"]
+EXEMPLAR_HISTOGRAMS = ("agentbus_agent_run_duration_seconds", "agentbus_tool_call_duration_seconds",
+                      "agentbus_middleware_duration_seconds",
+                      "gen_ai_client_operation_duration_seconds")
+"""The duration histograms ``middleware.prometheus`` observes with a trace_id exemplar."""
+
+
+@pytest.mark.parametrize("histogram", EXEMPLAR_HISTOGRAMS)
+def test_latency_panels_link_to_traces_with_exemplars(histogram: str) -> None:
+    """Each time series panel over a histogram with trace_id exemplars asks for exemplars on
+    exactly one target, its p95 (stat panels draw no exemplars)."""
+    over = [p for uid in BOARDS for p in panels(BOARDS[uid]) if p["type"] == "timeseries"
+            and any(f"{histogram}_bucket" in t["expr"] for t in p["targets"])]
+    assert over, f"no panel shows {histogram}"
+    for panel in over:
+        exemplar_targets = [t for t in panel["targets"] if t.get("exemplar")]
+        assert len(exemplar_targets) == 1, panel["title"]
+        assert exemplar_targets[0]["legendFormat"].startswith("p95"), panel["title"]
+        assert exemplar_targets[0]["expr"].startswith("histogram_quantile(0.95,"), panel["title"]
+
+
+def test_only_exemplar_histograms_ask_for_exemplars() -> None:
+    """No target asks for exemplars of a series that never carries any."""
+    for uid in BOARDS:
+        for panel in panels(BOARDS[uid]):
+            for target in panel["targets"]:
+                if target.get("exemplar"):
+                    assert any(f"{h}_bucket" in target["expr"] for h in EXEMPLAR_HISTOGRAMS), (
+                        panel["title"])
 
 
 def test_agent_overview_covers_the_issue_checklist() -> None:
