@@ -50,3 +50,64 @@ def alert_rules(path: Path = ALERTS) -> list[dict[str, Any]]:
     """Every alerting rule of a rule file."""
     doc = yaml.safe_load(path.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+_SET_OPERATOR = re.compile(r"(?<![\w:])(?:or|and|unless)(?![\w:])")
+_COMPARISON = re.compile(r"==|!=|>=|<=|>|<")
+_MODIFIERS = re.compile(
+    r"^\s*(?:bool(?![\w:])\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?"
+    r"(?:(?:group_left|group_right)(?![\w:])\s*(?:\([^)]*\))?\s*)?"
+)
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _top_level_split(expr: str, operator: re.Pattern[str]) -> list[str]:
+    """Split ``expr`` at matches of ``operator`` outside brackets, braces and strings."""
+    outside = []
+    depth, quote, escaped = 0, "", False
+    for ch in expr:
+        outside.append(depth == 0 and not quote)
+        if escaped:
+            escaped = False
+        elif quote:
+            escaped = ch == "\\"
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+    parts, start = [], 0
+    for m in operator.finditer(expr):
+        if outside[m.start()] and m.start() >= start:
+            parts.append(expr[start:m.start()])
+            start = m.end()
+    parts.append(expr[start:])
+    return parts
+
+
+def alert_signals(expr: str) -> list[str]:
+    """The series an alert expression judges: each operand of its top-level set operators
+    (``or`` / ``and`` / ``unless``, PromQL's loosest), with the threshold comparison removed.
+
+    ``a / b > 0.05`` gives ``["a / b"]``; ``x > 0 unless on (l) y > 0`` gives ``["x", "y"]``;
+    ``up == 0`` gives ``["up"]``; a comparison of two vectors gives both sides. On a system
+    with data each signal must return series, whether or not the alert fires (a label typo
+    or a wrong selector returns nothing).
+
+    Raises:
+        ValueError: an operand compares two number literals, or chains comparisons.
+    """
+    signals = []
+    for operand in _top_level_split(expr, _SET_OPERATOR):
+        sides = [_MODIFIERS.sub("", side, count=1).strip()
+                 for side in _top_level_split(operand, _COMPARISON)]
+        if len(sides) > 2:
+            raise ValueError(f"chained comparison in {operand!r}")
+        vectors = [side for side in sides if not _NUMBER.fullmatch(side)]
+        if not vectors or not all(vectors):
+            raise ValueError(f"no series to evaluate in {operand!r} of {expr!r}")
+        signals += vectors
+    return signals

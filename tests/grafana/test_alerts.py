@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.grafana._files import ALERTS, ALERTS_TEST, PROMETHEUS_YML, alert_rules, promtool
+from tests.grafana._files import (
+    ALERTS,
+    ALERTS_TEST,
+    PROMETHEUS_YML,
+    alert_rules,
+    alert_signals,
+    promtool,
+)
 
 EXPECTED_ALERTS = {
     "AgentbusAgentHighErrorRatio",
@@ -109,3 +116,36 @@ def test_every_alert_test_input_has_a_healthy_series() -> None:
 def test_every_alert_selects_the_agentbus_job(rule: dict[str, str]) -> None:
     """Each expression filters on job="agentbus" (rewritten by export for the user's job)."""
     assert 'job="agentbus"' in rule["expr"]
+
+
+@pytest.mark.parametrize(("expr", "signals"), [
+    ('sum(rate(a{s="error"}[5m])) / sum(rate(a[5m])) > 0.05',
+     ['sum(rate(a{s="error"}[5m])) / sum(rate(a[5m]))']),
+    ("0.5 < bool histogram_quantile(0.95, x)", ["histogram_quantile(0.95, x)"]),
+    ("max(x) > 0 unless on (job, agent) sum(increase(y[15m])) > 0",
+     ["max(x)", "sum(increase(y[15m]))"]),
+    ('a{l!="p>q", m=~"or|and"} > on (job) group_left (b) c or up == 0',
+     ['a{l!="p>q", m=~"or|and"}', "c", "up"]),
+    ('x{l="a\\"<b"} <= 3', ['x{l="a\\"<b"}']),
+])
+def test_alert_signals_strip_the_threshold_comparisons(expr: str, signals: list[str]) -> None:
+    """alert_signals keeps the compared series of each set-operator operand, ignoring
+    operators inside brackets, label matchers and strings."""
+    assert alert_signals(expr) == signals
+
+
+def test_alert_signals_reject_an_expression_without_series() -> None:
+    """An operand comparing two literals has nothing to evaluate: a clear ValueError."""
+    with pytest.raises(ValueError, match="no series"):
+        alert_signals("x > 0 or 1 > 0")
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_every_alert_has_signals_taken_from_its_expression(rule: dict[str, str]) -> None:
+    """Each shipped alert splits into series that occur verbatim in its expression and hold
+    no top-level comparison (the integration test evaluates them on the demo's data)."""
+    signals = alert_signals(rule["expr"])
+    assert signals
+    for signal in signals:
+        assert signal in rule["expr"]
+        assert alert_signals(signal) == [signal]

@@ -6,8 +6,11 @@ One module-scoped setup: Prometheus (scrape interval 1s, exemplar storage, the s
 so the scrapes cover the runs as they happen. Template variables are substituted the way
 Grafana does: ``$job`` / ``$instance`` / ``$agent`` / ``$handler`` with every value the
 variable's own ``label_values`` query lists (a regex alternation, values regex-escaped), and
-again with the variables' All value ``.*``; ``$__rate_interval`` with ``1m`` (Grafana's value
-for a 15s-scrape datasource) and ``$__range`` with ``1h`` (the dashboards' default range).
+again with the variables' All value ``.*``; ``$__range`` with ``1h`` (the dashboards' default
+range); ``$__rate_interval`` with the value Grafana computes for the shipped datasource and that
+range (:data:`GRAFANA_RATE_INTERVAL`, the shortest window the dashboards ever get) and with
+``1m``. Alert expressions are evaluated the same way, split into the series they compare
+(``alert_signals``: threshold comparisons removed), each of which must return data.
 """
 
 from __future__ import annotations
@@ -22,8 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.grafana._files import ALERTS, TEMPLATE_VARIABLE, alert_rules, load_dashboards, panels
+from tests.grafana._files import (
+    ALERTS,
+    GRAFANA,
+    TEMPLATE_VARIABLE,
+    alert_rules,
+    alert_signals,
+    load_dashboards,
+    panels,
+)
 from tests.integration.conftest import DemoProcess, PrometheusServer
 
 pytestmark = pytest.mark.integration
@@ -31,17 +43,47 @@ pytestmark = pytest.mark.integration
 JOB = "agentbus"
 RUNS = 120
 """Runs of the demo; with ``--concurrency 2`` they span several 1s scrapes."""
-RATE_INTERVAL = "1m"
 RANGE = "1h"
+RANGE_S = 3600
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "agentbus.yml"
+PANEL_WIDTH_PX = 300
+"""A narrow panel (a stat, 4 of 24 columns): Grafana's max data points for its queries."""
+
+
+def _seconds(duration: str) -> int:
+    m = re.fullmatch(r"(\d+)(s|m|h)", duration)
+    assert m, f"unsupported duration {duration!r}"
+    return int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def grafana_rate_interval() -> str:
+    """``$__rate_interval`` as Grafana computes it for the shipped Prometheus datasource.
+
+    Grafana: ``$__interval`` = range / max data points (panel width in pixels), at least the
+    datasource's ``timeInterval`` (its scrape interval); ``$__rate_interval`` =
+    max(``$__interval`` + scrape interval, 4 × scrape interval). For the default 1h range
+    and any panel at least :data:`PANEL_WIDTH_PX` wide that is 4 × ``timeInterval``: the
+    shortest window the dashboards get, so the one most likely to return nothing.
+    """
+    sources = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    (prom,) = [s for s in sources if s["type"] == "prometheus"]
+    scrape = _seconds(prom["jsonData"]["timeInterval"])
+    interval = max(RANGE_S // PANEL_WIDTH_PX, scrape)
+    return f"{max(interval + scrape, 4 * scrape)}s"
+
+
+GRAFANA_RATE_INTERVAL = grafana_rate_interval()
+RATE_INTERVALS = (GRAFANA_RATE_INTERVAL, "1m")
 LABEL_VALUES = re.compile(r"^label_values\((?P<series>.+),\s*(?P<label>\w+)\)$")
 
 BOARDS = load_dashboards()
 TARGETS = [
-    pytest.param(uid, panel["title"], target["refId"], target["expr"],
-                 id=f"{uid}/{panel['title']}/{target['refId']}")
+    pytest.param(uid, panel["title"], target["refId"], target["expr"], rate,
+                 id=f"{uid}/{panel['title']}/{target['refId']}/{rate}")
     for uid, board in BOARDS.items()
     for panel in panels(board)
     for target in panel["targets"]
+    for rate in RATE_INTERVALS
 ]
 VARIABLES = [
     pytest.param(uid, var["name"], var["query"], id=f"{uid}/{var['name']}")
@@ -145,9 +187,9 @@ def _substitute(text: str, values: dict[str, str]) -> str:
     return TEMPLATE_VARIABLE.sub(repl, text)
 
 
-def _variable_values(prom: PrometheusServer, uid: str) -> dict[str, str]:
+def _variable_values(prom: PrometheusServer, uid: str, rate_interval: str) -> dict[str, str]:
     """Concrete values of every variable of a dashboard, resolved in order like Grafana."""
-    values = {"__rate_interval": RATE_INTERVAL, "__range": RANGE}
+    values = {"__rate_interval": rate_interval, "__range": RANGE}
     for var in BOARDS[uid]["templating"]["list"]:
         if var["type"] != "query":
             continue
@@ -159,8 +201,8 @@ def _variable_values(prom: PrometheusServer, uid: str) -> dict[str, str]:
     return values
 
 
-def _all_values() -> dict[str, str]:
-    return {"__rate_interval": RATE_INTERVAL, "__range": RANGE, "job": ".*", "instance": ".*",
+def _all_values(rate_interval: str = GRAFANA_RATE_INTERVAL) -> dict[str, str]:
+    return {"__rate_interval": rate_interval, "__range": RANGE, "job": ".*", "instance": ".*",
             "agent": ".*", "handler": ".*"}
 
 
@@ -183,13 +225,22 @@ def test_variable_query_lists_the_demo_values(monitored: Monitored, uid: str, va
     assert expected <= listed, f"{query}: {listed}"
 
 
-@pytest.mark.parametrize(("uid", "title", "ref_id", "expr"), TARGETS)
+def test_rate_interval_is_grafanas_for_the_shipped_scrape_interval() -> None:
+    """The window tested is 4 × the datasource's timeInterval, which is the scrape interval
+    of the shipped prometheus.yml (so Grafana's window holds 4 scrapes there)."""
+    scrape_configs = yaml.safe_load((GRAFANA / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape_configs["scrape_configs"]
+    assert _seconds(GRAFANA_RATE_INTERVAL) == 4 * _seconds(job["scrape_interval"])
+
+
+@pytest.mark.parametrize(("uid", "title", "ref_id", "expr", "rate_interval"), TARGETS)
 def test_panel_query_is_valid_and_returns_data(monitored: Monitored, uid: str, title: str,
-                                               ref_id: str, expr: str) -> None:
+                                               ref_id: str, expr: str,
+                                               rate_interval: str) -> None:
     """The panel's PromQL evaluates, with concrete and with All variable values, to at least
     one sample, and at least one sample is a number (not NaN)."""
     prom = monitored.prometheus
-    for values in (_variable_values(prom, uid), _all_values()):
+    for values in (_variable_values(prom, uid, rate_interval), _all_values(rate_interval)):
         promql = _substitute(expr, values)
         result = prom.query(promql, at=monitored.at)
         assert result, f"{title} [{ref_id}] returned no data: {promql}"
@@ -213,6 +264,18 @@ def test_counting_panels_agree_with_the_demo_summary(monitored: Monitored) -> No
 def test_alert_expression_is_valid(monitored: Monitored, rule: dict[str, Any]) -> None:
     """Each alert expression evaluates without error against the demo's data."""
     monitored.prometheus.query(rule["expr"], at=monitored.at)
+
+
+@pytest.mark.parametrize("rule", ALERT_RULES, ids=lambda r: r["alert"])
+def test_alert_signals_return_data(monitored: Monitored, rule: dict[str, Any]) -> None:
+    """Every series an alert compares with its threshold returns data on the demo, with at
+    least one number (a label typo or wrong selector returns nothing and fails here, while
+    the alert itself would just stay silent)."""
+    for signal in alert_signals(rule["expr"]):
+        result = monitored.prometheus.query(signal, at=monitored.at)
+        assert result, f"{rule['alert']}: no data for {signal}"
+        numbers = [float(s["value"][1]) for s in result]
+        assert any(not math.isnan(v) for v in numbers), f"{rule['alert']}: only NaN: {signal}"
 
 
 def test_rules_loaded_and_evaluated_without_errors(monitored: Monitored) -> None:
@@ -249,17 +312,26 @@ def test_fault_alerts_stay_silent_on_the_healthy_bus(monitored: Monitored) -> No
     assert not active & SILENT_ON_HEALTHY_DEMO
 
 
-def test_latency_exemplars_link_to_real_traces(monitored: Monitored) -> None:
-    """The run-duration panel's exemplar target returns exemplars whose trace_id is the
-    trace of a run in the demo's own log (what Grafana links to)."""
+EXEMPLAR_TARGETS = [
+    pytest.param(panel["title"], target["expr"], id=f"{uid}/{panel['title']}")
+    for uid, board in BOARDS.items()
+    for panel in panels(board)
+    for target in panel["targets"]
+    if target.get("exemplar")
+]
+
+
+@pytest.mark.parametrize(("title", "expr"), EXEMPLAR_TARGETS)
+def test_latency_exemplars_link_to_real_traces(monitored: Monitored, title: str,
+                                               expr: str) -> None:
+    """Each exemplar target returns exemplars whose trace_id is the trace of a run in the
+    demo's own log (what Grafana links to)."""
     prom = monitored.prometheus
-    (target,) = [t for p in panels(BOARDS["agentbus-agents"]) for t in p["targets"]
-                 if t.get("exemplar")]
-    promql = _substitute(target["expr"], _all_values())
+    promql = _substitute(expr, _all_values())
     data = prom.api("query_exemplars", query=promql, start=f"{monitored.at - 3600:.3f}",
                     end=f"{monitored.at + 1:.3f}")
     trace_ids = {e["labels"]["trace_id"] for series in data for e in series["exemplars"]}
-    assert trace_ids, "no exemplar stored for the run duration histogram"
+    assert trace_ids, f"{title}: no exemplar stored"
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)
     log = Path(monitored.demo.workdir / "demo.log.jsonl")
     logged = {json.loads(line).get("trace_id") for line in log.read_text().splitlines() if line}
