@@ -3,10 +3,12 @@
 A *case* is an ``async (n, probe) -> units`` function: it sets up what it needs (buses,
 handlers, pre-built events), wraps exactly the measured section in ``with probe:``, and
 returns how many units (events, runs) that section processed. Every case of every group runs
-once per *round*; rounds repeat ``repeats`` times and the order of cases rotates from round
-to round, so slow drift of the machine (other processes on the two shared cores) spreads
-over all cases instead of biasing one. Between samples the garbage collector runs once;
-it stays enabled while timing (the bus allocates like any real caller would).
+once per *round*; rounds repeat ``repeats`` times and the order of cases is shuffled
+(seeded) from round to round, so slow drift of the machine (other processes on the two
+shared cores) and the after-effects of one case on the next (a span exporter thread
+shutting down, a heap grown by a peer) spread over all cases instead of biasing one.
+Between samples the garbage collector runs once; it stays enabled while timing (the bus
+allocates like any real caller would).
 
 Timing uses :func:`time.perf_counter_ns` (wall time: what the targets are judged on) and,
 beside it, :func:`time.process_time_ns` (CPU time of the whole process, all threads): on a
@@ -21,6 +23,7 @@ several times, which is why the timing rounds never run with it.
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 import tracemalloc
@@ -273,8 +276,8 @@ async def run_groups(
 ) -> list[GroupResult]:
     """Run every case of every group, interleaved, ``config.repeats`` rounds.
 
-    Round ``r`` runs all cases (of all groups; a group's cases ``samples_per_round`` times
-    over) in one order rotated by ``r`` positions.
+    Each round runs all cases (of all groups; a group's cases ``samples_per_round`` times
+    over) in a new random order (fixed seed), so no case always follows the same neighbour.
     Then, if ``config.measure_memory``, one more pass under ``tracemalloc`` fills
     :attr:`CaseResult.peak_bytes`. Must be awaited on a running event loop; cases share it.
 
@@ -286,11 +289,13 @@ async def run_groups(
         (g.key, c.key): CaseResult(g.key, c.key, c.label, c.note, c.size(config))
         for g, c in flat
     }
+    rng = random.Random(6)  # fixed seed: the same orders on every run
     for r in range(config.repeats):
         if progress is not None:
             progress(f"round {r + 1}/{config.repeats}")
-        shift = r % len(flat)
-        for g, c in flat[shift:] + flat[:shift]:
+        order = list(flat)
+        rng.shuffle(order)
+        for g, c in order:
             res = results[(g.key, c.key)]
             ns, cpu, _ = await _sample(c, res.n, memory=False)
             res.samples.append(ns)

@@ -412,9 +412,9 @@ def render_markdown(report: Report) -> str:
         f"{m.load_before[0]:.2f} before, {report.load_after[0]:.2f} after)",
         f"- Python {m.python} on {m.platform}",
         "- " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
-        f"- sizes: N={cfg.n:,} events per sample, {cfg.repeats} samples per case "
-        f"(interleaved round-robin, order rotated each round), {cfg.runs} agent runs per "
-        f"executor case per round (in alternating samples), pyee async capped at "
+        f"- sizes: N={cfg.n:,} events per sample, {cfg.repeats} rounds (every case once per "
+        f"round, in a new seeded random order each round), {cfg.runs} agent runs per "
+        f"executor case per round (in 4 samples), pyee async capped at "
         f"{cfg.pyee_async_n:,} and bubus at "
         f"{cfg.bubus_n:,} events per sample; total {report.seconds:.0f} s",
         "",
