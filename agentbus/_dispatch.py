@@ -115,6 +115,7 @@ class Subscription:
         "dropped",
         "errors",
         "event_type",
+        "granted",
         "handler",
         "id",
         "in_flight",
@@ -148,7 +149,11 @@ class Subscription:
         self.mailbox: deque[SystemEvent] = deque()
         self.waiter: Any = _Starter(self)
         self.task: asyncio.Task[None] | None = None
+        # Publishers blocked on this full mailbox, in arrival order. The first ``granted``
+        # of them were handed a freed slot and have not appended yet; they stay here until
+        # they do, so a newcomer sees waiters and queues behind them (per-handler order).
         self.space_waiters: deque[asyncio.Future[None]] = deque()
+        self.granted = 0
         self.closing = False
         self.in_flight = False
         self.delivered = 0
@@ -171,13 +176,23 @@ class Subscription:
             w.set_result(None)
 
     def release_space(self) -> None:
-        """Wake publishers blocked on this mailbox while there is room."""
+        """Hand free mailbox slots to blocked publishers, oldest first. Loop thread only.
+
+        A slot handed to a publisher stays reserved for it (``granted``) until it appends,
+        so no other publisher can take it in between: every handler receives events in
+        the one order the bus accepted them. Waiters already done (granted, cancelled or
+        failed by ``close``) are skipped.
+        """
         waiters = self.space_waiters
-        room = self.bus.max_queue_size - len(self.mailbox)
-        while waiters and room > 0:
-            fut = waiters.popleft()
+        room = self.bus.max_queue_size - len(self.mailbox) - self.granted
+        i = self.granted
+        n = len(waiters)
+        while room > 0 and i < n:
+            fut = waiters[i]
+            i += 1
             if not fut.done():
                 fut.set_result(None)
+                self.granted += 1
                 room -= 1
 
     async def run(self) -> None:

@@ -4,14 +4,21 @@ size guard, seed 001 causation chain and replay).
 Delivery model:
     Each subscription owns a bounded FIFO mailbox (``max_queue_size`` events) and one worker
     task. ``publish`` appends the event to every matching mailbox and returns; workers call
-    handlers concurrently with each other, each handler seeing events in publish order. A
-    handler that raises is logged and counted and does not affect the publisher or other
-    handlers. A slow handler only delays itself until its mailbox is full; then the overflow
-    policy applies:
+    handlers concurrently with each other. A handler that raises is logged and counted and
+    does not affect the publisher or other handlers. A slow handler only delays itself until
+    its mailbox is full; then the overflow policy applies:
 
-    * ``"block"`` (default): the publisher awaits room (backpressure);
+    * ``"block"`` (default): the publisher awaits room (backpressure), queueing behind the
+      publishers already waiting (FIFO; a mailbox with waiting publishers is full for
+      newcomers, and a freed slot is reserved for the publisher it was handed to);
     * ``"drop_newest"``: the new event is not given to that handler, counted as dropped;
     * ``"drop_oldest"``: the oldest queued event of that handler is discarded, counted.
+
+    Order: the bus accepts events in one sequence (the order ``publish`` calls start; see
+    ``history()``). Every handler receives the events it gets in that order, so handlers
+    subscribed to the same events see them in the identical order, also with concurrent
+    publishers blocked on full mailboxes; each publisher's own events keep its order. Under
+    a drop policy each handler receives a subsequence of it.
 
     ``close()`` rejects new publishes with :class:`BusClosedError`, delivers everything
     already accepted, then calls ``aclose()`` on handlers that have one (batchers flush).
@@ -183,6 +190,9 @@ class EventBus:
         # Publishers suspended in _wait_for_room; close() lets them finish queueing first.
         self._blocked = 0
         self._unblocked: asyncio.Future[None] | None = None
+        # close(timeout) gave up delivering: a publisher handed a slot just before then
+        # gets BusClosedError instead of queueing to a retired handler (counted as dropped).
+        self._gave_up = False
 
     # ------------------------------------------------------------------ loop binding
     def _bind(self) -> asyncio.AbstractEventLoop:
@@ -206,6 +216,7 @@ class EventBus:
             sub.waiter = _Starter(sub)
             sub.in_flight = False
             sub.space_waiters.clear()
+            sub.granted = 0
         self._waiters.clear()
         self._idle_waiters = []
         self._blocked = 0
@@ -396,7 +407,9 @@ class EventBus:
         queued = len(subs)
         for sub in subs:
             mailbox = sub.mailbox
-            if len(mailbox) >= cap:
+            # A mailbox with blocked publishers is full for newcomers: they queue behind
+            # (FIFO), so every handler gets events in the one order the bus accepted them.
+            if len(mailbox) >= cap or sub.space_waiters:
                 policy = self.overflow
                 if policy == "block":
                     try:
@@ -421,20 +434,35 @@ class EventBus:
         return queued
 
     async def _wait_for_room(self, sub: Subscription) -> None:
+        """Queue behind the publishers already blocked on ``sub`` and wait until a slot is
+        handed to us (FIFO, see ``Subscription.release_space``). On return the slot is
+        ours: the caller appends without yielding."""
         loop = self._bind()
         self._blocked += 1
+        waiters = sub.space_waiters
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters.append(fut)
         try:
-            while len(sub.mailbox) >= self.max_queue_size:
-                fut: asyncio.Future[None] = loop.create_future()
-                sub.space_waiters.append(fut)
-                if sub.waiter is not None:
-                    sub.wake()
-                try:
-                    await fut
-                except asyncio.CancelledError:
-                    if fut.done() and not fut.cancelled():
-                        sub.release_space()  # pass our wake-up on
-                    raise
+            sub.release_space()  # a slot may be free already (granted ones not appended)
+            if sub.waiter is not None:
+                sub.wake()
+            await fut
+        except BaseException:
+            granted = fut.done() and not fut.cancelled() and fut.exception() is None
+            if fut in waiters:
+                waiters.remove(fut)
+                if granted:
+                    sub.granted -= 1
+                    sub.release_space()  # pass our slot on
+            raise
+        else:
+            if waiters and waiters[0] is fut:
+                waiters.popleft()
+            else:
+                waiters.remove(fut)
+            sub.granted -= 1
+            if self._gave_up:
+                raise BusClosedError("the EventBus closed (timeout) before this event was queued")
         finally:
             self._blocked -= 1
             unblocked = self._unblocked
@@ -493,14 +521,15 @@ class EventBus:
         # that was taken back find their mailbox empty and sleep again.
         for sub in subs:
             mailbox = sub.mailbox
-            if len(mailbox) >= cap:
+            if len(mailbox) >= cap or sub.space_waiters:  # waiters: see publish()
                 policy = self.overflow
                 if policy == "block":
                     for done in subs[: subs.index(sub)]:
                         done.mailbox.pop()
                     self._reject("queue_full")
                     raise QueueFullError(
-                        f"handler {sub.name!r} has {len(mailbox)} queued events "
+                        f"handler {sub.name!r} has {len(mailbox)} queued events and "
+                        f"{len(sub.space_waiters)} blocked publishers "
                         f"(max_queue_size={cap}); publish(wait=False) and publish_sync on "
                         f"the event-loop thread cannot wait: use 'await bus.publish(event)'"
                     )
@@ -769,9 +798,9 @@ class EventBus:
                 raise TimeoutError
             await asyncio.wait_for(asyncio.shield(retire), _remaining(loop, deadline))
         except TimeoutError:
+            self._gave_up = True
             for sub in subs:
-                while sub.space_waiters:
-                    waiter = sub.space_waiters.popleft()
+                for waiter in list(sub.space_waiters):
                     if not waiter.done():
                         waiter.set_exception(BusClosedError(
                             "the EventBus closed (timeout) before this event was queued"
