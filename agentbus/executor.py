@@ -162,6 +162,10 @@ class AgentOutput:
     cost_usd: float | None = None
     response_model: str | None = None
     framework_instrumented: bool = False
+    provider_name: str | None = None
+    """``gen_ai.provider.name`` of the model that ran (e.g. ``"openai"``), put on the
+    completion event when ``AgentConfig.provider`` is not set. A runner that raises can
+    report it as ``run.state["gen_ai.provider.name"]`` instead."""
 
 
 @dataclass(slots=True)
@@ -702,6 +706,7 @@ class AgentExecutor:
         error: BaseException | None = None
         framework_instrumented = False
         response_model: str | None = None
+        provider_name: Any = None
         try:
             if self.config.timeout_s is not None:
                 raw = await asyncio.wait_for(self._pipeline(run), self.config.timeout_s)
@@ -715,6 +720,7 @@ class AgentExecutor:
                     run.cost_usd = (run.cost_usd or 0.0) + raw.cost_usd
                 framework_instrumented = raw.framework_instrumented
                 response_model = raw.response_model
+                provider_name = raw.provider_name
             else:
                 output = raw
         except Exception as exc:
@@ -740,6 +746,10 @@ class AgentExecutor:
             attrs[sc.AB_TOOL_CALLS] = [t.as_dict() for t in run.tool_calls]
         if response_model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+        if sc.GEN_AI_PROVIDER_NAME not in attrs:  # config.provider wins
+            provider_name = provider_name or run.state.get(sc.GEN_AI_PROVIDER_NAME)
+            if provider_name and isinstance(provider_name, str):
+                attrs[sc.GEN_AI_PROVIDER_NAME] = provider_name
         # A runner that raised can still report it through run.state (pydantic-ai adapter).
         if framework_instrumented or run.state.get(sc.AB_FRAMEWORK_INSTRUMENTED) is True:
             attrs[sc.AB_FRAMEWORK_INSTRUMENTED] = True

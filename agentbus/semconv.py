@@ -66,12 +66,18 @@ AB_SUBAGENT: Final = "agentbus.subagent"
 AB_SUBAGENT_STATUS: Final = "agentbus.subagent.status"
 AB_CHECKPOINT_ID: Final = "agentbus.checkpoint.id"
 AB_FRAMEWORK_INSTRUMENTED: Final = "agentbus.framework_instrumented"
-"""True when the agent framework's own OTel instrumentation is on: the span handler then
-does not emit ``execute_tool`` spans (the framework does), so none is duplicated."""
+"""True when the agent framework's own OTel instrumentation is on: the framework then owns
+the GenAI spans (``invoke_agent`` / ``chat`` / ``execute_tool``), and the span handler emits
+the run as a plain ``agentbus.run {agent}`` wrapper span and no ``execute_tool`` spans, so no
+GenAI span is duplicated."""
 
 # --- span handler / log names (exporters.otel, middleware.logging) -------------------------
 SPAN_MIDDLEWARE: Final = "middleware"
 """Span name prefix of executor middleware spans: ``middleware {agentbus.middleware.name}``."""
+SPAN_RUN: Final = "agentbus.run"
+"""Span name prefix of a run's span when the agent framework's own instrumentation owns the
+GenAI spans (``AB_FRAMEWORK_INSTRUMENTED``): ``agentbus.run {gen_ai.agent.name}``, a plain
+wrapper span without ``gen_ai.operation.name``."""
 USER_ID: Final = "user.id"  # identity: on spans only when content capture is on
 EXCEPTION_EVENT: Final = "exception"
 EXCEPTION_TYPE: Final = "exception.type"

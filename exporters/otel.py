@@ -17,6 +17,17 @@ Span shape of one run (names and attribute keys from :mod:`agentbus.semconv`)::
     span events: checkpoint_saved, checkpoint_restored, session_created, session_expired,
                  subagent_spawned/completed/failed, custom, ... (events of the open run)
 
+When the agent framework's own instrumentation is on (``agentbus.framework_instrumented``
+on the completion event), the framework owns the GenAI spans and the run span becomes a
+plain wrapper (same ids, so everything stays parented)::
+
+    agentbus.run {gen_ai.agent.name}          no gen_ai.operation.name
+    ├── middleware {agentbus.middleware.name}
+    ├── invoke_agent {agent}                   the framework's (pydantic-ai: with its
+    │   ├── chat {model}                       execute_tool spans); one per run
+    │   └── execute_tool {tool}
+    └── agentbus.run / invoke_agent {sub-agent}
+
 :func:`configure_tracing` wires a handler to the console, a JSON-lines file or OTLP/HTTP
 (standard ``OTEL_EXPORTER_OTLP_*`` variables) in one call, for application edges.
 
@@ -72,6 +83,9 @@ _MIDDLEWARE = frozenset({EventType.MIDDLEWARE_EXECUTED, EventType.MIDDLEWARE_FAI
 # Attributes of run events that are turned into span fields or child spans, not copied.
 _NOT_COPIED = frozenset({sc.AB_TOOL_CALLS, sc.AB_START_TIME_NS, sc.AB_END_TIME_NS,
                          sc.ERROR_TYPE, sc.AB_FRAMEWORK_INSTRUMENTED})
+# The only gen_ai.* attributes kept on a wrapper run span (framework instrumentation on):
+# identifying context, nothing a GenAI backend would count twice (usage, models, provider).
+_WRAPPER_GEN_AI = frozenset({sc.GEN_AI_AGENT_NAME, sc.GEN_AI_AGENT_ID, sc.GEN_AI_CONVERSATION_ID})
 # Content keys an adapter may put in a run event's metadata (capture on only).
 _CONTENT_KEYS = frozenset({sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES,
                            sc.GEN_AI_TOOL_CALL_ARGUMENTS, sc.GEN_AI_TOOL_CALL_RESULT})
@@ -147,11 +161,18 @@ class OTelSpanHandler:
       ``exception`` span event only with ``capture_content=True``.
     * One ``execute_tool {gen_ai.tool.name}`` child span per entry of
       ``attributes["agentbus.tool_calls"]`` (``gen_ai.operation.name=execute_tool``,
-      ``gen_ai.tool.name``, ``gen_ai.tool.call.id``, ``error.type``), **unless**
-      ``attributes["agentbus.framework_instrumented"]`` is true: then the agent framework's
-      own instrumentation emits those spans (nested under this run's span, because the
-      executor makes the run span the current context while the agent runs), and this
-      handler emits none, so no tool span is duplicated.
+      ``gen_ai.tool.name``, ``gen_ai.tool.call.id``, ``error.type``).
+    * When the completion event has ``attributes["agentbus.framework_instrumented"]`` true,
+      the agent framework's own instrumentation owns the GenAI spans (its ``invoke_agent`` /
+      ``chat`` / ``execute_tool`` spans nest under this run's span, because the executor
+      makes the run span the current context while the agent runs). The run span is then a
+      plain wrapper named ``agentbus.run {gen_ai.agent.name}`` with the same ids, start/end
+      and status: no ``gen_ai.operation.name``, and of the ``gen_ai.*`` attributes only
+      ``gen_ai.agent.name``, ``gen_ai.agent.id`` and ``gen_ai.conversation.id`` (no usage,
+      model or provider a GenAI backend would count twice); the ``agentbus.*`` attributes,
+      ``error.type`` and (capture on) ``user.id`` / ``agentbus.metadata.*`` stay. No
+      ``execute_tool`` spans are emitted. So each run has exactly one ``invoke_agent`` span
+      and each tool call exactly one ``execute_tool`` span either way.
     * ``MIDDLEWARE_EXECUTED`` / ``MIDDLEWARE_FAILED`` → a ``middleware {name}`` child span
       with the event's own span id (``error.type`` on failure).
     * Any other event (checkpoints, sessions, sub-agent events, ``CUSTOM``, user ``Enum``
@@ -387,12 +408,20 @@ class OTelSpanHandler:
 
         trace_id = int(event.trace_id, 16)
         span_id = int(event.span_id, 16)
+        if attrs.get(sc.AB_FRAMEWORK_INSTRUMENTED):
+            # The framework emits the GenAI spans (invoke_agent, chat, execute_tool) under
+            # this one: emit a plain wrapper span only, so no GenAI span is duplicated.
+            wrapper = {k: v for k, v in out.items()
+                       if not k.startswith("gen_ai.") or k in _WRAPPER_GEN_AI}
+            self._emit(
+                f"{sc.SPAN_RUN} {agent_name}", trace_id, span_id,
+                _hex_int(event.parent_span_id), wrapper, span_events, status, start_ns, end_ns,
+            )
+            return
         self._emit(
             f"{sc.OP_INVOKE_AGENT} {agent_name}", trace_id, span_id,
             _hex_int(event.parent_span_id), out, span_events, status, start_ns, end_ns,
         )
-        if attrs.get(sc.AB_FRAMEWORK_INSTRUMENTED):
-            return  # the framework's own instrumentation emits execute_tool spans
         tools = attrs.get(sc.AB_TOOL_CALLS)
         if isinstance(tools, Sequence) and not isinstance(tools, str):
             for tool in tools:

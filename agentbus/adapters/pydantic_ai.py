@@ -13,18 +13,29 @@ deps=run.context.deps)`` and returns an :class:`~agentbus.AgentOutput` with
   (``agent.run(..., capabilities=[...])``): the agent object is never modified, and
   parallel tool calls (pydantic-ai runs the calls of one model response concurrently, each
   in its own task) are timed one by one, so their intervals overlap as they really did;
+* the provider of the model that ran (``gen_ai.provider.name``: the model's ``system``,
+  exactly what pydantic-ai puts on its own ``chat`` spans, e.g. ``"openai"``, ``"test"``
+  for ``TestModel``, ``"function"`` for ``FunctionModel``); the executor puts it on the
+  completion event unless ``AgentConfig.provider`` is set;
 * ``framework_instrumented=True`` when pydantic-ai's own OpenTelemetry instrumentation is
   on for the run (``Agent(capabilities=[Instrumentation(...)])``, ``agent.instrument = ...``
-  or ``Agent.instrument_all()``), read from the run's effective tracer. The span handler
-  then emits no ``execute_tool`` spans of its own: pydantic-ai's ``invoke_agent`` /
-  ``chat`` / ``execute_tool`` spans already nest under the executor's ``invoke_agent`` span,
-  because the executor makes its run span the current OpenTelemetry context while the
-  agent runs. Tool calls still go on the completion event (for metrics).
+  or ``Agent.instrument_all()``), read from the run's effective tracer. pydantic-ai then
+  owns the GenAI spans: its ``invoke_agent`` / ``chat`` / ``execute_tool`` spans nest under
+  the executor's run span (the executor makes that span the current OpenTelemetry context
+  while the agent runs), and ``exporters.otel.OTelSpanHandler`` emits the run span as a
+  plain ``agentbus.run {agent}`` wrapper with no ``execute_tool`` spans, so no GenAI span is
+  duplicated. Tool calls still go on the completion event (for metrics).
 
-When the agent run raises, the tool calls made so far, the tokens spent so far and the
-instrumentation flag are put on the :class:`~agentbus.RunContext` itself (``run.tool_calls``,
-``run.usage``, ``run.state[agentbus.semconv.AB_FRAMEWORK_INSTRUMENTED]``) before the error
-propagates, so the executor's ``ERROR_OCCURRED`` event reports them too.
+The run's ``session_id`` is passed to pydantic-ai as its ``conversation_id`` (unless
+``run_kwargs`` sets ``conversation_id`` or ``conversation``), so pydantic-ai's
+``gen_ai.conversation.id`` equals the one on agentbus spans and events.
+
+When the agent run raises, the tool calls made so far, the tokens spent so far, the
+instrumentation flag and the provider name are put on the :class:`~agentbus.RunContext`
+itself (``run.tool_calls``, ``run.usage``,
+``run.state[agentbus.semconv.AB_FRAMEWORK_INSTRUMENTED]``,
+``run.state[agentbus.semconv.GEN_AI_PROVIDER_NAME]``) before the error propagates, so the
+executor's ``ERROR_OCCURRED`` event reports them too.
 
 Content (the prompt, the output, tool arguments and results) is left out by default, as
 the OpenTelemetry GenAI conventions ask. With ``capture_content=True`` the runner
@@ -103,6 +114,7 @@ class _ToolRecorder(AbstractCapability[Any]):
     calls: list[tuple[int, ToolCall]] = field(default_factory=list)
     contents: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     framework_instrumented: bool = False
+    provider_name: str | None = None
 
     def _note_tracer(self, ctx: PydanticRunContext[Any]) -> None:
         # pydantic-ai sets ctx.tracer to NoOpTracer exactly when no Instrumentation
@@ -110,9 +122,17 @@ class _ToolRecorder(AbstractCapability[Any]):
         if not isinstance(ctx.tracer, NoOpTracer):
             self.framework_instrumented = True
 
+    def _note_provider(self, ctx: PydanticRunContext[Any]) -> None:
+        # ``Model.system`` is what pydantic-ai itself puts in gen_ai.provider.name on its
+        # chat spans (wrapper models such as InstrumentedModel delegate it).
+        system = getattr(ctx.model, "system", None)
+        if isinstance(system, str) and system:
+            self.provider_name = system
+
     async def before_run(self, ctx: PydanticRunContext[Any]) -> None:
-        """Record whether pydantic-ai's own instrumentation is on for this run."""
+        """Record whether pydantic-ai's own instrumentation is on, and the model's provider."""
         self._note_tracer(ctx)
+        self._note_provider(ctx)
 
     async def wrap_tool_execute(
         self,
@@ -215,7 +235,8 @@ class PydanticAIRunner:
             of one ``EventType.CUSTOM`` event of the run (see the module docstring). Off by
             default: content is opt-in, as in the OpenTelemetry GenAI conventions.
         **run_kwargs: further keyword arguments for every ``agent.run`` call (e.g.
-            ``model_settings``, ``usage_limits``, ``model``, ``message_history``).
+            ``model_settings``, ``usage_limits``, ``model``, ``message_history``,
+            ``conversation_id`` to override the session id).
 
     Raises:
         TypeError: ``agent`` is not a pydantic-ai agent.
@@ -223,11 +244,14 @@ class PydanticAIRunner:
             ``usage``, ``capabilities``, ``user_prompt``).
 
     Calling it (the executor does) runs ``agent.run(run.context.input,
-    deps=run.context.deps, usage=..., capabilities=[<tool recorder>], **run_kwargs)`` and
-    returns :class:`~agentbus.AgentOutput`. ``run.context.input`` must be a ``str``, a
-    sequence of pydantic-ai user content, or ``None`` (``TypeError`` otherwise). Errors of
-    the agent run propagate unchanged (the executor turns them into ``ERROR_OCCURRED`` with
-    their type name), after the partial tool calls and usage were put on ``run``.
+    deps=run.context.deps, usage=..., capabilities=[<tool recorder>],
+    conversation_id=run.context.session_id, **run_kwargs)`` (``conversation_id`` only when
+    the context has a session id and ``run_kwargs`` names neither ``conversation_id`` nor
+    ``conversation``) and returns :class:`~agentbus.AgentOutput` (with ``provider_name``).
+    ``run.context.input`` must be a ``str``, a sequence of pydantic-ai user content, or
+    ``None`` (``TypeError`` otherwise). Errors of the agent run propagate unchanged (the
+    executor turns them into ``ERROR_OCCURRED`` with their type name), after the partial
+    tool calls, usage and provider name were put on ``run``.
 
     Event-loop rule: runs on the executor's loop; one instance may serve concurrent runs
     (all per-run state lives in a fresh capability instance).
@@ -260,13 +284,17 @@ class PydanticAIRunner:
         prompt = _prompt(run.context.input)
         recorder = _ToolRecorder(capture_content=self.capture_content)
         usage = RunUsage()
+        kwargs = self.run_kwargs
+        session_id = run.context.session_id
+        if session_id and "conversation_id" not in kwargs and "conversation" not in kwargs:
+            kwargs = {**kwargs, "conversation_id": session_id}
         try:
             result = await self.agent.run(
                 prompt,
                 deps=run.context.deps,
                 usage=usage,
                 capabilities=[recorder],
-                **self.run_kwargs,
+                **kwargs,
             )
         except asyncio.CancelledError:
             run.usage.add(_token_usage(usage))
@@ -290,11 +318,14 @@ class PydanticAIRunner:
             tool_calls=recorder.tool_calls(),
             response_model=_response_model(result),
             framework_instrumented=recorder.framework_instrumented,
+            provider_name=recorder.provider_name,
         )
 
     def _keep_state(self, run: RunContext, recorder: _ToolRecorder) -> None:
         if recorder.framework_instrumented:
             run.state[sc.AB_FRAMEWORK_INSTRUMENTED] = True
+        if recorder.provider_name:
+            run.state[sc.GEN_AI_PROVIDER_NAME] = recorder.provider_name
         if self.capture_content:
             contents = recorder.tool_contents()
             existing = run.state.get(TOOL_CONTENT_STATE_KEY)

@@ -236,7 +236,8 @@ async def test_framework_flag_kept_when_run_fails() -> None:
 
 
 async def test_no_duplicate_tool_spans_with_span_handler() -> None:
-    """OTelSpanHandler + pydantic-ai instrumentation: one execute_tool span per call."""
+    """OTelSpanHandler + pydantic-ai instrumentation: one execute_tool span per call, one
+    invoke_agent span (pydantic-ai's), ours a plain agentbus.run wrapper."""
     from exporters.otel import OTelSpanHandler
 
     exporter = InMemorySpanExporter()
@@ -253,9 +254,55 @@ async def test_no_duplicate_tool_spans_with_span_handler() -> None:
     assert names.count("execute_tool weather") == 1
     assert names.count("execute_tool add") == 1
     ours = [s for s in spans if s.context.span_id == int(result.span_id, 16)]
-    assert [s.name for s in ours] == ["invoke_agent assistant"]
+    assert [s.name for s in ours] == ["agentbus.run assistant"]
+    assert names.count("invoke_agent assistant") == 1
     provider.shutdown()
     await bus.close()
+
+
+async def test_provider_name_of_the_model_on_completion_event() -> None:
+    """Without AgentConfig.provider the completion event carries the model's provider name
+    (pydantic-ai's Model.system); a configured provider wins."""
+    bus = EventBus()
+    await _executor(_two_tools_agent(), bus).execute("go")
+    assert _last(bus, EventType.AGENT_COMPLETED).attributes[sc.GEN_AI_PROVIDER_NAME] == "test"
+    configured = AgentExecutor(
+        "assistant", AgentConfig(name="assistant", model="test", provider="acme"),
+        PydanticAIRunner(_two_tools_agent()), event_bus=bus)
+    await configured.execute("go")
+    assert _last(bus, EventType.AGENT_COMPLETED).attributes[sc.GEN_AI_PROVIDER_NAME] == "acme"
+    await bus.close()
+
+
+async def test_provider_name_kept_when_run_fails() -> None:
+    """A failing run still reports the model's provider name on ERROR_OCCURRED."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise RuntimeError("model down")
+
+    bus = EventBus()
+    result = await _executor(Agent(FunctionModel(respond), name="assistant"), bus).execute("x")
+    assert result.error_type == "RuntimeError"
+    err = _last(bus, EventType.ERROR_OCCURRED)
+    assert err.attributes[sc.GEN_AI_PROVIDER_NAME] == "function"
+    await bus.close()
+
+
+async def test_session_id_is_pydantic_ai_conversation_id() -> None:
+    """The context's session_id is passed as pydantic-ai's conversation_id, unless
+    run_kwargs sets one."""
+    seen: list[str | None] = []
+    agent: Agent[None, str] = Agent(TestModel(), name="assistant")
+
+    @agent.tool
+    def probe(ctx: PydanticRunContext[None]) -> str:
+        seen.append(ctx.conversation_id)
+        return "ok"
+
+    await _executor(agent).execute({"input": "go", "session_id": "sess-7"})
+    await _executor(agent, conversation_id="mine").execute(
+        {"input": "go", "session_id": "sess-7"})
+    assert seen == ["sess-7", "mine"]
 
 
 async def test_content_not_captured_by_default() -> None:

@@ -285,18 +285,43 @@ async def test_checkpoint_and_session_events_become_span_events() -> None:
     assert h.handler.unattached_events == 1
 
 
-async def test_framework_instrumented_run_has_no_tool_spans() -> None:
-    """When the framework emits its own tool spans, the handler emits none (no duplicates)."""
+async def test_framework_instrumented_run_is_a_plain_wrapper_without_tool_spans() -> None:
+    """When the framework owns the GenAI spans, the run span is a plain agentbus.run wrapper
+    (same ids, no GenAI operation or usage) and no tool span is emitted (no duplicates)."""
 
     async def runner(run: RunContext) -> AgentOutput:
+        run.usage.add(TokenUsage(input_tokens=5, output_tokens=2, requests=1))
         return AgentOutput("x", tool_calls=[ToolCall("search", "c1", 1, 2)],
-                           framework_instrumented=True)
+                           framework_instrumented=True, provider_name="openai")
 
     h = await Harness().start()
     result = await h.executor(runner).execute("hi")
     spans = await h.spans()
-    assert [s.name for s in spans] == ["invoke_agent planner"]
+    assert [s.name for s in spans] == ["agentbus.run planner"]
+    [run] = spans
+    assert run.context is not None and f"{run.context.span_id:016x}" == result.span_id
+    attrs = dict(run.attributes or {})
+    assert sc.GEN_AI_OPERATION_NAME not in attrs
+    assert not {sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_PROVIDER_NAME,
+                sc.GEN_AI_REQUEST_MODEL} & attrs.keys()
+    assert attrs[sc.GEN_AI_AGENT_NAME] == "planner"
+    assert attrs[sc.AB_RUN_ID] == result.run_id and attrs[sc.AB_REQUESTS] == 1
     assert result.tool_calls  # the tool call is still reported (for metrics)
+
+
+async def test_framework_instrumented_failed_run_wrapper_keeps_error_type() -> None:
+    """A failed run with framework instrumentation keeps error.type and ERROR status."""
+
+    async def runner(run: RunContext) -> AgentOutput:
+        run.state[sc.AB_FRAMEWORK_INSTRUMENTED] = True
+        raise TimeoutError("slow")
+
+    h = await Harness().start()
+    result = await h.executor(runner).execute("hi")
+    [run] = await h.spans()
+    assert not result.success and run.name == "agentbus.run planner"
+    assert dict(run.attributes or {})[sc.ERROR_TYPE] == "TimeoutError"
+    assert run.status.status_code is StatusCode.ERROR
 
 
 async def test_sub_agent_runs_are_children_across_tasks() -> None:
