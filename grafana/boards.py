@@ -217,7 +217,7 @@ class _Board:
         width: int = 12,
         height: int = 8,
     ) -> None:
-        """A horizontal bar gauge of an instant query (one bar per series)."""
+        """A horizontal bar gauge of an instant query (one bar per series, fixed blue)."""
         panel = (
             bargauge.Panel()
             .id(self._id())
@@ -230,6 +230,9 @@ class _Board:
             .height(height)
             .orientation(cm.VizOrientation.HORIZONTAL)
             .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+            # One fixed colour: without it Grafana colours bars by its default thresholds
+            # (red from 80), which mean nothing for counts and costs.
+            .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue"))
             .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
             .targets(self._targets([query], instant=True))
         )

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import httpx
 
-__all__ = ["fmt_value", "main", "render_dashboard", "run_demo_rounds"]
+__all__ = ["field_color", "fmt_value", "main", "render_dashboard", "run_demo_rounds", "stack"]
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DASHBOARDS: Final = ROOT / "grafana" / "dashboards"
@@ -58,6 +58,85 @@ PALETTE: Final = (
     "#96d98d",
     "#ffb357",
 )
+
+
+NAMED_COLORS: Final = {
+    "green": "#73bf69",
+    "orange": "#ff9830",
+    "red": "#f2495c",
+    "blue": "#5794f2",
+    "yellow": "#fade2a",
+    "purple": "#b877d9",
+}
+"""Grafana's named colours (dark theme) used by the dashboards' thresholds and fixed colours."""
+
+GRAFANA_DEFAULT_STEPS: Final = ({"color": "green", "value": None}, {"color": "red", "value": 80})
+"""The thresholds Grafana applies to a panel whose field config sets none."""
+
+
+def field_color(panel: dict[str, Any], value: float) -> str:
+    """The colour Grafana gives one value of a stat / gauge / bar gauge panel (hex).
+
+    A ``fixed`` colour mode gives its ``fixedColor``; otherwise (Grafana's default mode for
+    these panels, ``thresholds``) the colour of the highest absolute threshold step the value
+    reaches (``value >= step``), Grafana's default steps when the panel has none. NaN takes
+    the base colour.
+
+    Raises:
+        ValueError: thresholds in ``percentage`` mode (not used by the dashboards).
+    """
+    defaults = panel["fieldConfig"]["defaults"]
+    color = defaults.get("color") or {"mode": "thresholds"}
+    if color.get("mode") == "fixed":
+        name = str(color.get("fixedColor", "green"))
+        return NAMED_COLORS.get(name, name)
+    thresholds = defaults.get("thresholds") or {}
+    if thresholds.get("mode", "absolute") != "absolute":
+        raise ValueError(f"{panel['title']}: only absolute thresholds are drawn")
+    steps = thresholds.get("steps") or GRAFANA_DEFAULT_STEPS
+    chosen = str(steps[0]["color"])
+    for step in steps[1:]:
+        if step["value"] is not None and not math.isnan(value) and value >= step["value"]:
+            chosen = str(step["color"])
+    return NAMED_COLORS.get(chosen, chosen)
+
+
+def stack(
+    series: Sequence[dict[float, float]], mode: str
+) -> tuple[list[float], list[list[float]]]:
+    """Stack series the way a Grafana time series panel does (first series at the bottom).
+
+    Args:
+        series: each series as ``{timestamp: value}``; a missing point or NaN counts as 0.
+        mode: ``normal`` (cumulative sums) or ``percent`` (cumulative shares of the total,
+            0..1).
+
+    Returns:
+        ``(timestamps, tops)``: the sorted union of timestamps and, per series, the top edge
+        of its band (the previous series' top is its bottom).
+
+    Raises:
+        ValueError: another mode.
+    """
+    if mode not in ("normal", "percent"):
+        raise ValueError(f"unknown stacking mode {mode!r}")
+    times = sorted({t for points in series for t in points})
+
+    def value(points: dict[float, float], t: float) -> float:
+        v = points.get(t, 0.0)
+        return 0.0 if math.isnan(v) else v
+
+    totals = [sum(value(points, t) for points in series) for t in times]
+    tops: list[list[float]] = []
+    base = [0.0] * len(times)
+    for points in series:
+        top = [b + value(points, t) for b, t in zip(base, times, strict=True)]
+        tops.append(top)
+        base = top
+    if mode == "percent":
+        tops = [[v / tot if tot else 0.0 for v, tot in zip(top, totals, strict=True)]
+                for top in tops]
+    return times, tops
 
 
 def _free_port() -> int:
@@ -221,19 +300,34 @@ def render_dashboard(
             for spine in ax.spines.values():
                 spine.set_color(GRID)
             ax.tick_params(colors=TEXT, labelsize=7)
-            handles: list[Line2D] = []
+            custom = panel["fieldConfig"]["defaults"].get("custom", {})
+            fill = float(custom.get("fillOpacity", 0)) / 100
+            stacking = custom.get("stacking", {}).get("mode", "none")
+            labels: list[str] = []
+            points: list[dict[float, float]] = []
             for target in panel["targets"]:
                 q = _substitute(target["expr"], values)
                 for series in prom.range(q, start, end, step):
-                    xs = [float(t) / 86400.0 for t, _ in series["values"]]  # days, UTC
-                    ys = [float(v) for _, v in series["values"]]
-                    (line,) = ax.plot(
-                        xs,
-                        ys,
-                        linewidth=1.2,
-                        color=PALETTE[len(handles) % len(PALETTE)],
-                        label=_legend(target.get("legendFormat", ""), series["metric"], q),
-                    )
+                    labels.append(_legend(target.get("legendFormat", ""), series["metric"], q))
+                    points.append({float(t): float(v) for t, v in series["values"]})
+            handles: list[Line2D] = []
+            if stacking in ("normal", "percent") and points:
+                times, tops = stack(points, stacking)
+                xs = [t / 86400.0 for t in times]  # days, UTC
+                base = [0.0] * len(times)
+                for i, (label, top) in enumerate(zip(labels, tops, strict=True)):
+                    color = PALETTE[i % len(PALETTE)]
+                    ax.fill_between(xs, base, top, color=color, alpha=fill, linewidth=0)
+                    (line,) = ax.plot(xs, top, linewidth=1.2, color=color, label=label)
+                    handles.append(line)
+                    base = top
+            else:
+                for i, (label, pts) in enumerate(zip(labels, points, strict=True)):
+                    color = PALETTE[i % len(PALETTE)]
+                    xs = [t / 86400.0 for t in pts]
+                    ys = list(pts.values())
+                    ax.fill_between(xs, 0, ys, color=color, alpha=fill, linewidth=0)
+                    (line,) = ax.plot(xs, ys, linewidth=1.2, color=color, label=label)
                     handles.append(line)
             ax.grid(color=GRID, linewidth=0.5)
             ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=5))  # type: ignore[no-untyped-call]
@@ -260,7 +354,7 @@ def render_dashboard(
                 )
             else:
                 ax.text(0.5, 0.5, "No data", color=TEXT, ha="center", transform=ax.transAxes)
-        elif panel["type"] == "stat":
+        elif panel["type"] in ("stat", "gauge"):
             target = panel["targets"][0]
             stat_series = prom.range(_substitute(target["expr"], values), start, end, step)
             ax = fig.add_axes((x0, y0, w0, h0 - pad_top), facecolor="none")
@@ -269,10 +363,12 @@ def render_dashboard(
                 ys = [float(v) for _, v in stat_series[0]["values"]]
                 finite = [y for y in ys if not math.isnan(y)]
                 last = finite[-1] if finite else float("nan")
+                # Colour mode "value": number and sparkline take the last value's colour.
+                color = field_color(panel, last)
                 ax.fill_between(
                     range(len(ys)),
                     [0 if math.isnan(y) else y for y in ys],
-                    color="#73bf69",
+                    color=color,
                     alpha=0.25,
                 )
                 ax.set_ylim(bottom=0)
@@ -280,7 +376,7 @@ def render_dashboard(
                     0.5,
                     0.5,
                     fmt_value(last, unit),
-                    color="#73bf69",
+                    color=color,
                     fontsize=20,
                     ha="center",
                     va="center",
@@ -303,7 +399,7 @@ def render_dashboard(
             top_n = max(len(nums), 1)
             for i, (label, v) in enumerate(zip(labels, nums, strict=True)):
                 yy = top_n - 1 - i
-                ax.barh(yy, v, color=PALETTE[2], height=0.7)
+                ax.barh(yy, v, color=field_color(panel, v), height=0.7)
                 ax.text(0, yy, label + "  ", color=TEXT, va="center", ha="right", fontsize=8)
                 ax.text(v, yy, "  " + fmt_value(v, unit), color=TEXT, va="center", fontsize=8)
             ax.set_ylim(-0.6, top_n - 0.4)
