@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards")
     dsub = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION",
                                      required=True)
-    export = dsub.add_parser("export", help="write the dashboards' JSON into DIR")
+    export = dsub.add_parser("export", help="write dashboards, alert rules + tests, scrape config")
     export.add_argument("dir", type=Path, metavar="DIR", help="output directory")
     export.add_argument("--prefix", default="agentbus",
                         help="metric name prefix the dashboards query")
