@@ -20,8 +20,10 @@ Delivery model:
     publishers blocked on full mailboxes; each publisher's own events keep its order. Under
     a drop policy each handler receives a subsequence of it.
 
-    ``close()`` rejects new publishes with :class:`BusClosedError`, delivers everything
-    already accepted, then calls ``aclose()`` on handlers that have one (batchers flush).
+    ``close()`` rejects new publishes with :class:`BusClosedError`, calls ``begin_close()``
+    on handlers that have one (retries stop waiting for back-off), delivers everything
+    already accepted, then awaits ``aclose()`` on handlers that have one (batchers flush);
+    ``close(timeout=...)`` bounds the whole shutdown.
 
 Threading: a bus is bound to the event loop it is first used on. Every method except
 ``publish_sync`` and ``stats`` must be called on that loop. ``publish_sync`` works from sync
@@ -31,6 +33,7 @@ code on the loop thread (never waits) and from any other thread (waits for room)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import threading
@@ -104,6 +107,10 @@ class BusStats:
     publisher cancelled while waiting for room) to the number of (event, handler)
     deliveries lost; ``rejected`` maps a reason (``"closed"``,
     ``"too_large"``, ``"queue_full"``) to publishes refused with an error.
+    ``close_errors`` maps a reason to the handler shutdown calls of ``close()`` that
+    failed (each also logged, never raised): ``"begin_close"`` (raised, or was async),
+    ``"aclose"`` (raised), ``"aclose_timeout"`` (overran ``close(timeout=...)`` and was
+    cancelled).
     """
 
     published: int
@@ -112,6 +119,7 @@ class BusStats:
     dropped: dict[str, int]
     rejected: dict[str, int]
     subscriptions: tuple[SubscriptionStats, ...] = field(default_factory=tuple)
+    close_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def delivered(self) -> int:
@@ -193,6 +201,7 @@ class EventBus:
         # close(timeout) gave up delivering: a publisher handed a slot just before then
         # gets BusClosedError instead of queueing to a retired handler (counted as dropped).
         self._gave_up = False
+        self._close_errors: dict[str, int] = {}
 
     # ------------------------------------------------------------------ loop binding
     def _bind(self) -> asyncio.AbstractEventLoop:
@@ -713,6 +722,7 @@ class EventBus:
             dropped=dict(self._dropped),
             rejected=dict(self._rejected),
             subscriptions=subs,
+            close_errors=dict(self._close_errors),
         )
 
     # ------------------------------------------------------------------ draining / closing
@@ -760,18 +770,32 @@ class EventBus:
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver everything already accepted, close handlers.
 
-        After ``close`` starts, ``publish``/``publish_sync``/``subscribe`` raise
-        :class:`BusClosedError`. Handlers (or the objects of bound-method handlers) with an
-        ``aclose()`` coroutine method are then closed once each, so batchers flush.
+        Two-phase shutdown, on each handler object (a handler, or the object of a
+        bound-method handler; once per object even if subscribed several times):
 
-        Events whose publisher is waiting for room in a full mailbox when ``close`` starts
-        count as accepted: they are queued and delivered too.
+        1. After ``close`` starts, ``publish``/``publish_sync``/``subscribe`` raise
+           :class:`BusClosedError`; then the synchronous ``begin_close()`` of every handler
+           object that has one is called, *before* draining, so work that would delay
+           delivery stops early (a retry waiting for back-off dead-letters the event).
+        2. Everything accepted is delivered (drain). Events whose publisher is waiting for
+           room in a full mailbox when ``close`` starts count as accepted.
+        3. ``aclose()`` of every handler object that has one is awaited, in subscription
+           order, so batchers flush.
+
+        A ``begin_close()`` or ``aclose()`` that raises is logged and counted in
+        ``stats().close_errors``, never raised.
 
         Args:
-            timeout: seconds to wait for delivery; then the events still queued or being
-                handled are cancelled and counted as dropped with reason
-                ``"close_timeout"``, and publishers still waiting for room get
-                :class:`BusClosedError` (their undelivered handlers counted the same way).
+            timeout: seconds for steps 2 and 3 together; ``None`` waits as long as it takes.
+                Delivery still unfinished at the deadline is cancelled: events queued or
+                being handled are counted as dropped with reason ``"close_timeout"``, and
+                publishers still waiting for room get :class:`BusClosedError` (their
+                undelivered handlers counted the same way). An ``aclose()`` still running
+                at the deadline is cancelled and counted as ``"aclose_timeout"`` (one started
+                after the deadline runs until its first suspension).
+
+        Raises:
+            asyncio.CancelledError: ``close`` itself was cancelled (propagated).
         """
         if self._closed:
             return
@@ -782,6 +806,16 @@ class EventBus:
                 fut.set_exception(BusClosedError("the EventBus closed while waiting"))
         self._waiters.clear()
         deadline = None if timeout is None else loop.time() + timeout
+        subs = list(self._subs.values())
+        for name, begin_close in _handler_objects(subs, "begin_close"):
+            try:
+                result = begin_close()
+                if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()
+                    raise TypeError("begin_close() must be synchronous, it returned an awaitable")
+            except Exception as exc:
+                self._close_failed("begin_close", name, exc)
         timed_out = False
         while self._blocked and not timed_out:
             unblocked: asyncio.Future[None] = loop.create_future()
@@ -791,7 +825,7 @@ class EventBus:
             except TimeoutError:
                 timed_out = True
         self._unblocked = None
-        subs = list(self._subs.values())
+        subs = list(self._subs.values())  # blocked publishers cannot subscribe: same set
         retire = asyncio.ensure_future(self._retire(subs))
         try:
             if timed_out:
@@ -812,19 +846,26 @@ class EventBus:
                 if sub.task is not None:
                     sub.task.cancel()
             await asyncio.gather(retire, return_exceptions=True)
-        closed: set[int] = set()
-        for sub in subs:
-            for target in (sub.original, getattr(sub.original, "__self__", None)):
-                aclose = getattr(target, "aclose", None)
-                if aclose is None or id(target) in closed:
-                    continue
-                closed.add(id(target))
-                try:
+        for name, aclose in _handler_objects(subs, "aclose"):
+            cm = asyncio.timeout_at(deadline)
+            try:
+                async with cm:
                     await aclose()
-                except Exception as exc:
-                    logger.error("aclose() of handler %r failed: %s", sub.name, exc,
-                                 exc_info=exc)
+            except TimeoutError as exc:
+                self._close_failed("aclose_timeout" if cm.expired() else "aclose", name, exc)
+            except Exception as exc:
+                self._close_failed("aclose", name, exc)
         self._check_idle()
+
+    def _close_failed(self, reason: str, name: str, exc: BaseException) -> None:
+        self._close_errors[reason] = self._close_errors.get(reason, 0) + 1
+        what = "begin_close()" if reason == "begin_close" else "aclose()"
+        if reason == "aclose_timeout":
+            logger.error("%s of handler %r overran the close timeout and was cancelled",
+                         what, name)
+        else:
+            logger.error("%s of handler %r failed: %s: %s", what, name, type(exc).__name__,
+                         exc, exc_info=exc)
 
     @property
     def closed(self) -> bool:
@@ -842,6 +883,21 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _handler_objects(subs: Iterable[Subscription], attr: str) -> list[tuple[str, Any]]:
+    """``(subscription name, bound attr)`` for each distinct handler object having ``attr``:
+    the handler itself, or the ``__self__`` of a bound-method handler (first match wins)."""
+    seen: set[int] = set()
+    out: list[tuple[str, Any]] = []
+    for sub in subs:
+        for target in (sub.original, getattr(sub.original, "__self__", None)):
+            method = getattr(target, attr, None)
+            if method is None or not callable(method) or id(target) in seen:
+                continue
+            seen.add(id(target))
+            out.append((sub.name, method))
+    return out
 
 
 def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
