@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from agentbus import SystemEvent
 
-from ._base import close_handler, logger
+from ._base import begin_close_handler, call_off_loop, close_handler, logger
 from ._clock import SYSTEM_CLOCK, Clock, sleep_unless
 
 __all__ = ["BatchEventHandler", "BatchHandler", "FailedBatch"]
 
-BatchHandler = Callable[[list[SystemEvent]], Awaitable[Any]]
-"""A batch sink: ``async (events) -> None``, e.g. a bulk database insert."""
+BatchHandler = Callable[[list[SystemEvent]], Awaitable[Any] | Any]
+"""A batch sink: ``(events) -> None``, async (awaited on the loop) or sync (run in a worker
+thread, e.g. a blocking ``db.insert_many``)."""
 
 FlushReason = Literal["size", "interval", "close", "manual"]
 
@@ -44,13 +46,16 @@ class FailedBatch:
 class BatchEventHandler:
     """Buffer events and hand them to a batch sink (seed 003 ``BatchEventHandler``).
 
-    A batch is flushed when it reaches ``batch_size`` events, when its oldest event has
-    waited ``flush_interval`` seconds (the seed declared it but never used it; here a timer
-    task honours it), on :meth:`flush`, and on :meth:`aclose` — which ``EventBus.close()``
-    calls, so no event is lost at shutdown. Batches are processed one at a time, in order.
+    A batch is flushed when it reaches ``batch_size`` events, when the oldest buffered event
+    has waited ``flush_interval`` seconds since it arrived (the seed declared it but never
+    used it; here a timer task honours it), on :meth:`flush`, and on :meth:`aclose` — which
+    ``EventBus.close()`` calls, so no event is lost at shutdown. Batches are processed one at
+    a time, in order; a size flush only ever hands the sink full batches.
 
     The sink is ``process_batch`` when given, else the ``_process_batch`` method, which
-    subclasses override (as in the seed). A sink failure never loses the batch silently: it
+    subclasses override (as in the seed). An async sink is awaited on the event loop; a sync
+    sink runs in a worker thread (``asyncio.to_thread``), so a blocking bulk insert never
+    stalls the loop. A sink failure never loses the batch silently: it
     is kept in ``failed_batches`` with the error and logged; a size-triggered failure is
     also re-raised into the caller (the bus counts it). Wrap the sink with
     ``RetryHandler(...).wrap(sink)`` to retry it.
@@ -59,7 +64,8 @@ class BatchEventHandler:
         batch_size: events per batch, ``>= 1`` (seed default 100).
         flush_interval: maximum age of a buffered event, seconds, ``> 0`` (seed default 5),
             or ``None`` to flush by size (and close) only.
-        process_batch: the batch sink, ``async (list[SystemEvent]) -> None``.
+        process_batch: the batch sink, ``(list[SystemEvent]) -> None``, async or sync
+            (:data:`BatchHandler`).
         clock: time source for the interval (``agentbus.testing.FakeClock`` in tests).
 
     Attributes:
@@ -70,7 +76,12 @@ class BatchEventHandler:
     Raises:
         ValueError: ``batch_size < 1`` or ``flush_interval <= 0``.
 
-    Event-loop thread only.
+    Shutdown: ``begin_close()`` (sync; ``EventBus.close()`` calls it before draining)
+    forwards the closing signal to the sink, e.g. a ``RetryHandler(...).wrap(sink)`` stops
+    waiting for back-off; ``aclose()`` calls it too, then stops the timer, flushes and closes
+    the sink.
+
+    Event-loop thread only (a sync sink runs in a worker thread).
     """
 
     def __init__(
@@ -95,7 +106,7 @@ class BatchEventHandler:
         self.flushed = 0
         self.flushes_by_reason: dict[str, int] = {}
         self.name = type(self).__qualname__
-        self._first_at = 0.0
+        self._arrivals: deque[float] = deque()  # arrival time of each buffered event
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -113,8 +124,7 @@ class BatchEventHandler:
         """
         if self._closed:
             raise RuntimeError(f"{self.name} is closed; event {event.event_id} not accepted")
-        if not self.buffer:
-            self._first_at = self.clock.monotonic()
+        self._arrivals.append(self.clock.monotonic())
         self.buffer.append(event)
         if len(self.buffer) >= self.batch_size:
             await self._flush("size", raise_errors=True)
@@ -131,7 +141,7 @@ class BatchEventHandler:
             raise NotImplementedError(
                 "BatchEventHandler needs process_batch= or an overridden _process_batch"
             )
-        await self.process_batch(events)
+        await call_off_loop(self.process_batch, events)
 
     async def flush(self) -> None:
         """Process what is buffered now, whatever its size or age.
@@ -144,11 +154,11 @@ class BatchEventHandler:
     # ---------------------------------------------------------------- machinery
     async def _flush(self, reason: FlushReason, *, raise_errors: bool) -> None:
         async with self._lock:
-            while self.buffer:
+            while self.buffer and (reason != "size" or len(self.buffer) >= self.batch_size):
                 batch = self.buffer[: self.batch_size]
                 del self.buffer[: len(batch)]
-                if self.buffer:
-                    self._first_at = self.clock.monotonic()
+                for _ in range(min(len(batch), len(self._arrivals))):
+                    self._arrivals.popleft()
                 try:
                     await self._process_batch(batch)
                 except Exception as exc:
@@ -164,8 +174,6 @@ class BatchEventHandler:
                     self.batches += 1
                     self.flushed += len(batch)
                     self.flushes_by_reason[reason] = self.flushes_by_reason.get(reason, 0) + 1
-                if reason == "size" and len(self.buffer) < self.batch_size:
-                    break
 
     def _ensure_timer(self) -> None:
         if self._wake is None:
@@ -193,20 +201,37 @@ class BatchEventHandler:
                     stopper.cancel()
                     await asyncio.gather(waiter, stopper, return_exceptions=True)
                 continue
-            remaining = self._first_at + self.flush_interval - self.clock.monotonic()
+            oldest = self._arrivals[0] if self._arrivals else self.clock.monotonic()
+            remaining = oldest + self.flush_interval - self.clock.monotonic()
             if remaining > 0:
                 await sleep_unless(self.clock, remaining, stop)
                 continue
             await self._flush("interval", raise_errors=False)
 
+    @property
+    def oldest_arrival(self) -> float | None:
+        """Clock time (``clock.monotonic()``) at which the oldest buffered event arrived, or
+        ``None`` when the buffer is empty; the interval flush is due at this plus
+        ``flush_interval``."""
+        return self._arrivals[0] if self.buffer and self._arrivals else None
+
+    def begin_close(self) -> None:
+        """First phase of shutdown: forward ``begin_close()`` to the sink (a retrying sink
+        stops waiting for back-off). Events are still accepted. Sync, idempotent, never
+        raises; loop thread only."""
+        if self.process_batch is not None:
+            begin_close_handler(self.process_batch)
+
     async def aclose(self) -> None:
-        """Stop the timer, flush everything buffered, close the sink if it has ``aclose``.
+        """:meth:`begin_close`, stop the timer, flush everything buffered, close the sink if
+        it has ``aclose``.
 
         Idempotent. Events whose final flush fails stay in ``failed_batches``.
         """
         if self._closed:
             return
         self._closed = True
+        self.begin_close()
         if self._stop is not None:
             self._stop.set()
         if self._timer is not None:

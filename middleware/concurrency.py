@@ -7,7 +7,7 @@ import asyncio
 
 from agentbus import SystemEvent, as_async_handler, handler_name
 
-from ._base import AnyHandler, close_handler, logger, wrapped_name
+from ._base import AnyHandler, begin_close_handler, close_handler, logger, wrapped_name
 
 __all__ = ["AsyncEventHandler"]
 
@@ -28,8 +28,14 @@ class AsyncEventHandler:
     The work is ``handler(event)`` when a handler is given, else ``_process_event(event)``,
     which subclasses override (as in the seed). A failure inside a started task is logged and
     counted in ``errors`` (``last_error`` keeps it); it cannot reach the bus, which already
-    moved on. ``aclose()`` (called by ``EventBus.close()``) waits for every started task,
-    then closes the wrapped handler; submissions after that raise ``RuntimeError``.
+    moved on.
+
+    Shutdown, two phases: ``begin_close()`` (sync; ``EventBus.close()`` calls it before
+    draining) is forwarded to the wrapped handler at once, so a
+    :class:`~middleware.RetryHandler` inside stops waiting for back-off while work is still
+    running here; submissions are still accepted (the bus is draining). ``aclose()`` (after
+    draining) calls ``begin_close()`` if not done yet, waits for every started task, then
+    closes the wrapped handler; submissions after that raise ``RuntimeError``.
 
     Args:
         max_concurrent: slots, ``>= 1`` (seed default 10).
@@ -64,6 +70,7 @@ class AsyncEventHandler:
         self.errors = 0
         self.last_error: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._closed = False
 
     async def _process_event(self, event: SystemEvent) -> None:
@@ -149,11 +156,25 @@ class AsyncEventHandler:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def begin_close(self) -> None:
+        """First phase of shutdown: forward ``begin_close()`` to the wrapped handler (or,
+        for a subclass without one, do nothing). Work is still accepted.
+
+        Sync, idempotent, never raises. Loop thread only.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self.inner is not None:
+            begin_close_handler(self.inner)
+
     async def aclose(self) -> None:
-        """Refuse new work, wait for started tasks, close the wrapped handler. Idempotent."""
+        """:meth:`begin_close`, refuse new work, wait for started tasks, close the wrapped
+        handler. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self.begin_close()
         await self.join()
         if self.inner is not None:
             await close_handler(self.inner)

@@ -6,12 +6,19 @@ from collections.abc import Awaitable, Callable
 
 from agentbus import SystemEvent, as_async_handler
 
-from ._base import AnyHandler, call_maybe_async, close_handler, wrapped_name
+from ._base import (
+    AnyHandler,
+    begin_close_handler,
+    call_maybe_async,
+    close_handler,
+    wrapped_name,
+)
 
 __all__ = ["Condition", "FilteredHandler"]
 
 Condition = Callable[[SystemEvent], bool | Awaitable[bool]]
-"""A predicate on events, sync or async. It runs on the event loop, so it must be cheap."""
+"""A predicate on events, sync or async. A sync one runs inline on the event loop (no
+thread hop per event), so it must be fast and non-blocking: no I/O, no locks."""
 
 
 class FilteredHandler:
@@ -22,7 +29,8 @@ class FilteredHandler:
     is forwarded to the wrapped handler, and ``name`` labels metrics.
 
     Args:
-        condition_func: ``(event) -> bool`` (or an async one). If it raises, the error
+        condition_func: ``(event) -> bool`` (or an async one); a sync one runs on the event
+            loop and must be fast and non-blocking. If it raises, the error
             propagates to the caller (the bus logs and counts it) and the handler is not
             called.
         actual_handler: the handler to call; any ``async (event) -> None`` or sync callable.
@@ -51,6 +59,10 @@ class FilteredHandler:
             await self.handler(event)
         else:
             self.rejected += 1
+
+    def begin_close(self) -> None:
+        """Forward the first phase of shutdown to the wrapped handler (sync, never raises)."""
+        begin_close_handler(self.inner)
 
     async def aclose(self) -> None:
         """Close the wrapped handler (idempotent if it is)."""

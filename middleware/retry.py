@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from agentbus import handler_name
 
-from ._base import close_handler, logger, wrapped_name
+from ._base import begin_close_handler, close_handler, logger, wrapped_name
 from ._clock import SYSTEM_CLOCK, Clock, sleep_unless
 
 __all__ = ["DeadLetter", "RetryHandler"]
@@ -57,11 +57,14 @@ class RetryHandler:
     ``FilteredHandler(cond, retry.wrap(webhook_alert))``. ``wrap`` works for any one-argument
     async callable, including a batch sink of :class:`~middleware.BatchEventHandler`.
 
-    Shutdown: ``aclose()`` (called by ``EventBus.close()``) wakes every retry waiting for its
-    back-off; those are dead-lettered with reason ``"closed"`` instead of waiting, attempts
-    already running finish, and ``aclose()`` returns once none is in flight. After close a
-    call gets a single attempt. A retry cancelled between attempts is dead-lettered with
-    reason ``"cancelled"`` and the ``CancelledError`` propagates.
+    Shutdown has two phases, like ``EventBus.close()``: :meth:`begin_close` (sync, called
+    before the bus drains, and forwarded to it by every wrapper in a chain) wakes every
+    retry waiting for its back-off; those are dead-lettered with reason ``"closed"`` instead
+    of waiting, and from then on a call gets a single attempt (events still being drained are
+    tried once). :meth:`aclose` (after draining) does the same if not done yet, waits until no
+    attempt is in flight, then closes the wrapped handlers. A retry cancelled between
+    attempts is dead-lettered with reason ``"cancelled"`` and the ``CancelledError``
+    propagates.
 
     Args:
         max_attempts: total calls per event, ``>= 1`` (seed default 3).
@@ -116,6 +119,7 @@ class RetryHandler:
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
+        self._closing_requested = False
         self._closed = False
 
     def backoff_delay(self, attempt: int) -> float:
@@ -147,7 +151,7 @@ class RetryHandler:
         """
         if self._closing is None:
             self._closing = asyncio.Event()
-            if self._closed:
+            if self._closing_requested:
                 self._closing.set()
         closing = self._closing
         self._in_flight += 1
@@ -188,17 +192,22 @@ class RetryHandler:
         """An async handler that calls ``handler`` through :meth:`handle_with_retry`.
 
         The returned function has ``__qualname__`` ``"RetryHandler(<handler>)"`` (metric
-        label) and an ``aclose()`` that closes this policy and then ``handler``.
+        label), a ``begin_close()`` that is this policy's :meth:`begin_close`, and an
+        ``aclose()`` that closes this policy and then ``handler``.
         """
         self._wrapped.append(handler)
 
         async def retrying(event: T) -> None:
             await self.handle_with_retry(handler, event)
 
+        def begin_close() -> None:
+            self.begin_close()
+
         async def aclose() -> None:
             await self.aclose()
 
         retrying.__qualname__ = wrapped_name("RetryHandler", handler)
+        retrying.begin_close = begin_close  # type: ignore[attr-defined]
         retrying.aclose = aclose  # type: ignore[attr-defined]
         return retrying
 
@@ -207,14 +216,35 @@ class RetryHandler:
         """Events currently being handled or waiting for a retry."""
         return self._in_flight
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`begin_close` or :meth:`aclose` was called."""
+        return self._closing_requested
+
+    def begin_close(self) -> None:
+        """First phase of shutdown: wake every retry waiting for its back-off (each is
+        dead-lettered with reason ``"closed"`` and its last error re-raised to its caller)
+        and give later calls a single attempt; then forward ``begin_close()`` to the wrapped
+        handlers.
+
+        Sync, cheap, idempotent, never raises; ``EventBus.close()`` calls it before
+        draining. Loop thread only.
+        """
+        if self._closing_requested:
+            return
+        self._closing_requested = True
+        if self._closing is not None:
+            self._closing.set()
+        for handler in self._wrapped:
+            begin_close_handler(handler)
+
     async def aclose(self) -> None:
-        """Stop waiting retries (they are dead-lettered), wait for running attempts, then
-        close the wrapped handlers. Idempotent."""
+        """:meth:`begin_close` if not done yet, wait for running attempts, then close the
+        wrapped handlers. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._closing is not None:
-            self._closing.set()
+        self.begin_close()
         if self._in_flight:
             self._idle = asyncio.Event()
             await self._idle.wait()

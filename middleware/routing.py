@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from agentbus import EventType, Handler, SystemEvent, as_async_handler, handler_name
 
-from ._base import AnyHandler, close_handler, logger
+from ._base import AnyHandler, begin_close_handler, close_handler, logger
 
 __all__ = ["EventRouter"]
 
@@ -92,15 +92,27 @@ class EventRouter:
         """Same as :meth:`dispatch`, so the router itself is a handler."""
         await self.dispatch(event)
 
-    async def aclose(self) -> None:
-        """Close every routed handler once (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _distinct_handlers(self) -> list[AnyHandler]:
         seen: set[int] = set()
+        distinct: list[AnyHandler] = []
         for handlers in self.routes.values():
             for handler in handlers:
                 key = id(getattr(handler, "__self__", handler))
                 if key not in seen:
                     seen.add(key)
-                    await close_handler(handler)
+                    distinct.append(handler)
+        return distinct
+
+    def begin_close(self) -> None:
+        """Forward the first phase of shutdown to every routed handler once (sync, never
+        raises)."""
+        for handler in self._distinct_handlers():
+            begin_close_handler(handler)
+
+    async def aclose(self) -> None:
+        """Close every routed handler once (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for handler in self._distinct_handlers():
+            await close_handler(handler)

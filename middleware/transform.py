@@ -6,7 +6,13 @@ from collections.abc import Awaitable, Callable
 
 from agentbus import SystemEvent, as_async_handler
 
-from ._base import AnyHandler, call_maybe_async, close_handler, wrapped_name
+from ._base import (
+    AnyHandler,
+    begin_close_handler,
+    call_maybe_async,
+    close_handler,
+    wrapped_name,
+)
 
 __all__ = ["EventTransformer", "TransformFunc"]
 
@@ -26,7 +32,8 @@ class EventTransformer:
 
     Args:
         transform_func: ``(event) -> event | None`` (or async). ``None`` drops the event
-            (counted in ``dropped``). It runs on the event loop, so it must be cheap.
+            (counted in ``dropped``). A sync one runs inline on the event loop, so it must
+            be fast and non-blocking (no I/O); put I/O in the handler.
         actual_handler: the handler receiving the transformed event (async or sync).
         copy: pass the transform a deep copy of the event (default ``True``). Turn off only
             if the transform never mutates its argument (e.g. returns ``model_copy``).
@@ -69,6 +76,10 @@ class EventTransformer:
             )
         await self.handler(transformed)
 
+    def begin_close(self) -> None:
+        """Forward the first phase of shutdown to the wrapped handler (sync, never raises)."""
+        begin_close_handler(self.inner)
+
     async def aclose(self) -> None:
-        """Close the wrapped handler."""
+        """Close the wrapped handler (idempotent if it is)."""
         await close_handler(self.inner)

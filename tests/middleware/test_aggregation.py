@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from agentbus import EventType, SystemEvent
@@ -101,9 +103,60 @@ async def test_aclose_counts_pending_events() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"), [({"window_seconds": 0}, "window_seconds"), ({"threshold": 0}, "threshold")]
+    ("kwargs", "name"),
+    [
+        ({"window_seconds": 0}, "window_seconds"),
+        ({"threshold": 0}, "threshold"),
+        ({"max_keys": 0}, "max_keys"),
+    ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, float], name: str) -> None:
     """Bad window or threshold raise ValueError naming it."""
     with pytest.raises(ValueError, match=name):
         EventAggregator(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_sync_callback_runs_in_a_worker_thread() -> None:
+    """A sync on_aggregate callback is called off the event-loop thread."""
+    threads: list[int] = []
+    agg = EventAggregator(
+        threshold=2, on_aggregate=lambda k, ev: threads.append(threading.get_ident()),
+        clock=FakeClock(),
+    )
+    await agg(error())
+    await agg(error())
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
+
+
+async def test_idle_keys_are_swept_by_other_keys_arrivals() -> None:
+    """Windows of many distinct keys expire when time passes, without events of their own."""
+    clock = FakeClock()
+    agg = EventAggregator(window_seconds=10, threshold=5, key=lambda e: e.session_id or "",
+                          clock=clock)
+    for i in range(500):
+        await agg(make_event(session_id=f"s{i}"))
+        if i % 100 == 99:
+            await clock.advance(1)
+    assert agg.key_count == 500
+    await clock.advance(5.5)  # t=10.5: keys s0..s99 (last event at t=0) left the window
+    await agg(make_event(session_id="new"))
+    assert agg.key_count == 401 and agg.expired == 100
+    await clock.advance(9.9)  # t=20.4: everything but "new" (t=10.5) left the window
+    await agg(make_event(session_id="newer"))
+    assert set(agg.events) == {"new", "newer"}
+    assert agg.expired == 500 and agg.evictions == 0
+
+
+async def test_max_keys_bounds_memory_and_counts_evictions() -> None:
+    """Beyond max_keys a new key evicts the least recently active one, counted."""
+    agg = EventAggregator(threshold=3, key=lambda e: e.session_id or "", max_keys=100,
+                          clock=FakeClock())
+    await agg(make_event(session_id="s0"))
+    for i in range(1, 1000):
+        await agg(make_event(session_id=f"s{i}"))
+        if i % 50 == 0:
+            await agg(make_event(session_id="s0"))  # keeps s0 recently active
+    assert agg.key_count == 100
+    assert agg.evictions == 900 and agg.evicted_events == 900
+    assert "s0" in agg.events and len(agg.events["s0"]) == 2  # 20 events, aggregated by 3s
+    assert "s999" in agg.events and "s1" not in agg.events

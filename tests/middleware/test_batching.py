@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from agentbus import EventBus, EventType, SystemEvent
 from agentbus.testing import FakeClock, make_event
-from middleware import BatchEventHandler
+from middleware import BatchEventHandler, RetryHandler
 
 
 class Sink:
@@ -147,3 +148,81 @@ def test_bad_arguments_are_named(kwargs: dict[str, float], name: str) -> None:
     """Bad sizes and intervals raise ValueError naming the argument."""
     with pytest.raises(ValueError, match=name):
         BatchEventHandler(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_sync_sink_runs_in_a_worker_thread() -> None:
+    """A sync sink (like db.insert_many) is called off the loop thread; nothing fails."""
+
+    class Db:
+        def __init__(self) -> None:
+            self.rows: list[SystemEvent] = []
+            self.threads: set[int] = set()
+
+        def insert_many(self, events: list[SystemEvent]) -> None:
+            self.threads.add(threading.get_ident())
+            self.rows.extend(events)
+
+    db = Db()
+    batcher = BatchEventHandler(2, flush_interval=None, process_batch=db.insert_many)
+    bus = EventBus()
+    await bus.subscribe(EventType.ANY, batcher)
+    events = [make_event() for _ in range(5)]
+    for e in events:
+        await bus.publish(e)
+    await bus.close()
+    assert db.rows == events
+    assert batcher.failed_batches == [] and batcher.batches == 3
+    assert threading.get_ident() not in db.threads
+
+
+async def test_leftover_events_keep_their_arrival_time() -> None:
+    """Events left after a size flush are flushed flush_interval after *they* arrived, and a
+    size flush never hands the sink a partial batch."""
+    clock = FakeClock()
+    gate = asyncio.Event()
+    flushed_at: list[tuple[float, list[SystemEvent]]] = []
+
+    async def gated_sink(events: list[SystemEvent]) -> None:
+        await gate.wait()
+        flushed_at.append((clock.monotonic(), list(events)))
+
+    batcher = BatchEventHandler(2, flush_interval=10, process_batch=gated_sink, clock=clock)
+    e1, e2, e3, e4, e5 = (make_event() for _ in range(5))
+    # Concurrent callers (e.g. limit(4) in front of the batcher): a size flush is stuck in
+    # the sink while more events arrive at t=1.
+    tasks = [asyncio.ensure_future(batcher(e1)), asyncio.ensure_future(batcher(e2))]
+    await clock.advance(1)
+    tasks += [asyncio.ensure_future(batcher(e)) for e in (e3, e4, e5)]
+    await clock.advance(3)  # t=4: the sink is released
+    gate.set()
+    await asyncio.gather(*tasks)
+    await clock.settle()
+    assert [b for _, b in flushed_at] == [[e1, e2], [e3, e4]]
+    assert batcher.buffer == [e5] and batcher.oldest_arrival == 1
+    await clock.advance(6.9)  # t=10.9: e5 waited 9.9 s
+    assert len(flushed_at) == 2
+    await clock.advance(0.2)  # t=11.1
+    assert flushed_at[2] == (11, [e5])
+    assert batcher.flushes_by_reason == {"size": 2, "interval": 1}
+    await batcher.aclose()
+
+
+async def test_begin_close_stops_a_retrying_sink_backoff() -> None:
+    """begin_close() reaches a RetryHandler-wrapped sink: the batch waiting for back-off is
+    dead-lettered as closed and kept in failed_batches, without time passing."""
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=5, delay=100, clock=clock)
+    sink = Sink(fail=100)
+    batcher = BatchEventHandler(2, flush_interval=None, process_batch=retry.wrap(sink),
+                                clock=clock)
+    events = [make_event(), make_event()]
+    await batcher(events[0])
+    flushing = asyncio.ensure_future(batcher(events[1]))
+    await clock.wait_for_sleepers(1)
+    batcher.begin_close()
+    batcher.begin_close()  # idempotent
+    with pytest.raises(OSError):
+        await flushing
+    assert [(d.reason, d.attempts) for d in retry.failed_events] == [("closed", 1)]
+    assert [f.events for f in batcher.failed_batches] == [events]
+    await batcher.aclose()

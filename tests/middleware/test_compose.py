@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
 from agentbus import EventBus, EventType, SystemEvent, handler_name
-from agentbus.testing import CapturingHandler, make_event
+from agentbus.testing import CapturingHandler, FakeClock, make_event
 from middleware import (
     BatchEventHandler,
     EventRouter,
@@ -146,3 +147,64 @@ async def test_router_closes_routed_handlers_once() -> None:
         router.add_route("agent_started", capture)  # type: ignore[arg-type]
     await router.aclose()
     assert capture.closed
+
+
+async def test_bus_close_through_limit_dead_letters_retries_waiting_for_backoff() -> None:
+    """chain(limit(4), retry.wrap, flaky): bus.close() reaches the retry's back-off through
+    the limiter before waiting for its tasks, so sleeping retries are dead-lettered as
+    closed instead of running to the end (the fake clock never moves)."""
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=5, delay=100, clock=clock)
+    calls: list[SystemEvent] = []
+
+    async def flaky(event: SystemEvent) -> None:
+        calls.append(event)
+        raise ConnectionError("down")
+
+    handler = chain(limit(4), retry.wrap, flaky)
+    bus = EventBus()
+    await bus.subscribe(EventType.ANY, handler)
+    for _ in range(3):
+        await bus.publish(make_event())
+    await bus.drain()
+    await clock.wait_for_sleepers(3)
+    await asyncio.wait_for(bus.close(), timeout=10)
+    assert [(d.reason, d.attempts) for d in retry.failed_events] == [("closed", 1)] * 3
+    assert len(calls) == 3 and clock.monotonic() == 0
+
+
+async def test_begin_close_propagates_down_the_whole_chain() -> None:
+    """begin_close() on the outermost step reaches every step down to the sink, is sync and
+    leaves the chain accepting events (the bus is still draining)."""
+
+    class Sink(CapturingHandler):
+        began = 0
+
+        def begin_close(self) -> None:
+            self.began += 1
+
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=3, delay=100, clock=clock)
+    sink = Sink()
+    router = EventRouter()
+    router.add_route(EventType.ANY, retry.wrap(sink))
+    handler = chain(when(lambda e: True), tag("t"), limit(2), router)
+    handler.begin_close()  # type: ignore[attr-defined]
+    handler.begin_close()  # type: ignore[attr-defined]
+    assert retry.closing and sink.began == 1
+    await handler(make_event())
+    await handler.aclose()  # type: ignore[attr-defined]
+    assert len(sink.events) == 1 and sink.closed
+
+
+async def test_begin_close_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """A sink whose begin_close raises does not break the chain's begin_close."""
+
+    class Broken(CapturingHandler):
+        def begin_close(self) -> None:
+            raise RuntimeError("nope")
+
+    handler = chain(when(lambda e: True), limit(1), Broken())
+    handler.begin_close()  # type: ignore[attr-defined]
+    assert "begin_close() of" in caplog.text and "nope" in caplog.text
+    await handler.aclose()  # type: ignore[attr-defined]

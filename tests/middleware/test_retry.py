@@ -92,15 +92,20 @@ async def test_wrap_on_bus_counts_dead_letter_as_handler_error() -> None:
     await bus.close()
 
 
-async def test_bus_close_finishes_in_flight_retries() -> None:
-    """close() waits for a retrying handler, which then succeeds: nothing dead-lettered."""
-    retry = RetryHandler(max_attempts=5, delay=0.001, jitter=0)
-    flaky = Flaky(FakeClock(), failures=2)
+async def test_bus_close_dead_letters_retry_waiting_for_backoff() -> None:
+    """bus.close() calls begin_close() before draining: a retry sleeping on a one-hour
+    back-off is dead-lettered as closed and close() returns (the fake clock never moves)."""
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=3, delay=3600, clock=clock)
+    flaky = Flaky(clock, failures=100)
     bus = EventBus()
     await bus.subscribe(EventType.ANY, retry.wrap(flaky))
     await bus.publish(make_event())
-    await bus.close()
-    assert len(flaky.calls) == 3 and retry.failed_events == []
+    await clock.wait_for_sleepers(1)
+    await asyncio.wait_for(bus.close(), timeout=10)
+    assert [(d.reason, d.attempts) for d in retry.failed_events] == [("closed", 1)]
+    assert len(flaky.calls) == 1 and clock.monotonic() == 0
+    assert bus.stats().handler_errors == 1
 
 
 async def test_aclose_dead_letters_retries_waiting_for_backoff() -> None:
@@ -131,16 +136,6 @@ async def test_cancelled_retry_is_dead_lettered_and_cancel_propagates() -> None:
     assert [d.reason for d in retry.failed_events] == ["cancelled"]
 
 
-async def test_bus_close_timeout_dead_letters_cancelled_retry() -> None:
-    """A bus closed with a timeout cancels a long back-off; the event is dead-lettered."""
-    retry = RetryHandler(max_attempts=3, delay=3600)
-    bus = EventBus()
-    await bus.subscribe(EventType.ANY, retry.wrap(Flaky(FakeClock(), 100)))
-    await bus.publish(make_event())
-    await bus.close(timeout=0.05)
-    assert [d.reason for d in retry.failed_events] == ["cancelled"]
-
-
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -155,3 +150,45 @@ def test_bad_arguments_are_named(kwargs: dict[str, float], name: str) -> None:
     """Out-of-range settings raise ValueError naming the setting."""
     with pytest.raises(ValueError, match=name):
         RetryHandler(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_begin_close_dead_letters_sleepers_without_time_passing() -> None:
+    """begin_close() (sync) wakes retries sleeping on their back-off: dead-lettered as closed;
+    a later call gets one attempt; the policy stays usable until aclose()."""
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=5, delay=100, clock=clock)
+    flaky = Flaky(clock, failures=100)
+    tasks = [asyncio.ensure_future(retry.handle_with_retry(flaky, make_event()))
+             for _ in range(3)]
+    await clock.wait_for_sleepers(3)
+    retry.begin_close()
+    retry.begin_close()  # idempotent
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert [(d.reason, d.attempts) for d in retry.failed_events] == [("closed", 1)] * 3
+    assert clock.monotonic() == 0 and retry.closing
+    with pytest.raises(ConnectionError):
+        await retry.handle_with_retry(flaky, make_event())  # draining: a single attempt
+    assert len(flaky.calls) == 4 and retry.failed_events[-1].reason == "closed"
+    await retry.aclose()
+
+
+async def test_begin_close_on_the_wrapper_is_forwarded_to_the_policy_and_inner() -> None:
+    """retry.wrap(h).begin_close() closes the policy's back-offs and reaches h.begin_close."""
+    clock = FakeClock()
+    retry = RetryHandler(max_attempts=5, delay=100, clock=clock)
+
+    class Inner(Flaky):
+        began = 0
+
+        def begin_close(self) -> None:
+            self.began += 1
+
+    inner = Inner(clock, failures=100)
+    handler = retry.wrap(inner)
+    task = asyncio.ensure_future(handler(make_event()))
+    await clock.wait_for_sleepers(1)
+    handler.begin_close()  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionError):
+        await task
+    assert inner.began == 1 and [d.reason for d in retry.failed_events] == ["closed"]

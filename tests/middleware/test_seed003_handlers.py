@@ -129,7 +129,9 @@ async def test_alerting_handler(event_bus: EventBus) -> None:
     await event_bus.drain()
 
     assert service.alerts == [
-        ("high", "Agent Error: chatbot", "Error details"),
+        # The seed sent error_message; it can quote user input, so by default only the
+        # error type and agent are sent (capture_content=True adds the redacted text).
+        ("high", "Agent Error: chatbot", "ValidationError in agent chatbot"),
         ("warning", "Slow Agent: chatbot", "Execution took 6000ms"),
     ]
 
@@ -180,7 +182,7 @@ async def test_error_event_flow_alerts_from_executor(event_bus: EventBus) -> Non
     await event_bus.drain()
 
     assert result.success is False
-    assert service.alerts == [("high", "Agent Error: my_agent", "model unavailable")]
+    assert service.alerts == [("high", "Agent Error: my_agent", "RuntimeError in agent my_agent")]
 
 
 # ---------------------------------------------------------------- 高级模式
