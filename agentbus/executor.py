@@ -298,10 +298,25 @@ class RunContext:
         **fields: Any,
     ) -> SystemEvent:
         """Publish an event belonging to this run (trace ids, correlation and causation
-        filled in). Returns the event. Publishing errors are logged, never raised."""
+        filled in). Returns the event. Publishing errors are logged, never raised.
+
+        Args:
+            event_type: an :class:`EventType` member (not ``ANY``) or a custom ``Enum``
+                member; a string equal to an ``EventType`` value is converted.
+            metadata: content (see :class:`SystemEvent`).
+            attributes: structured telemetry, keys from :mod:`agentbus.semconv`.
+            **fields: other :class:`SystemEvent` fields (``execution_time_ms``,
+                ``error_type``, ...), overriding the run's defaults.
+
+        Raises:
+            pydantic.ValidationError: a bad event type, an unknown field name or a bad
+                field value, naming the field (the event is validated like
+                ``SystemEvent(...)``; nothing is published).
+        """
         event = self.executor._event(
             self,
             event_type,
+            True,
             metadata=metadata,
             attributes=attributes,
             **fields,
@@ -579,11 +594,20 @@ class AgentExecutor:
         self,
         run: RunContext,
         event_type: Enum,
+        validate: bool = False,
+        /,
         *,
         metadata: dict[str, Any] | None = None,
         attributes: dict[str, Any] | None = None,
         **fields: Any,
     ) -> SystemEvent:
+        """An event of ``run``. The executor's own events are built from trusted values
+        without validation (hot path); ``validate=True`` (user input: ``RunContext.emit``)
+        or a name that is not a field validates like ``SystemEvent(...)``.
+
+        Raises:
+            pydantic.ValidationError: when validating, naming the bad field.
+        """
         ctx = run.context
         values: dict[str, Any] = {
             "event_type": event_type,
@@ -605,8 +629,10 @@ class AgentExecutor:
         }
         if fields:
             values.update(fields)
-            if len(values) != len(_EVENT_FIELDS):  # a name that is not a field
-                return SystemEvent.model_construct(**values)
+            if len(values) != len(_EVENT_FIELDS):  # a name that is not a field: rejected
+                validate = True
+        if validate:
+            return SystemEvent.model_validate(values)
         # Built from trusted values: skip validation on the hot path (issue 6).
         return _trusted_event(values)
 
