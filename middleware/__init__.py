@@ -9,8 +9,10 @@ the handler they wrap, so chains read left to right::
     handler = chain(when(lambda e: e.agent_id == "billing"), retry.wrap, alerting.on_error)
     await bus.subscribe(EventType.ANY, handler)
 
-Stateful handlers have an idempotent ``aclose()``; ``EventBus.close()`` calls it, so batches
-are flushed and retries finished or dead-lettered when the bus shuts down.
+Shutdown is two-phase, as ``EventBus.close()`` does it: every wrapper forwards the sync
+``begin_close()`` inward (called before the bus drains: retries stop waiting for back-off and
+are dead-lettered) and then the idempotent ``aclose()`` (after draining: batches flushed,
+concurrent work awaited).
 """
 
 from __future__ import annotations
