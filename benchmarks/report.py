@@ -29,6 +29,7 @@ __all__ = [
     "machine_info",
     "print_report",
     "render_markdown",
+    "summary_table",
 ]
 
 _PACKAGES = (
@@ -384,14 +385,49 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console.print(f"total {report.seconds:.0f} s")
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _md_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: bool = True
+) -> list[str]:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(headers))) + "|"]
+             "|" + "|".join(" --- " if i == 0 or not numeric else " ---: "
+                            for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows]
     return lines
+
+
+def summary_table(report: Report) -> list[str]:
+    """The headline table (README): each delivery path with 1 and 10 handlers side by side,
+    ns/event and the ratio to the table's reference (``asyncio.Queue`` / pyee ``emit``)."""
+    rows: list[list[str]] = []
+    for kind in ("async", "sync"):
+        g1, g10 = _find(report.groups, f"{kind}-1"), _find(report.groups, f"{kind}-10")
+        if g1 is None or g10 is None:
+            continue
+        for c1 in g1.cases:
+            c10 = g10.case(c1.key)
+            rows.append([
+                c1.label,
+                f"{fmt_ns(c1.median, 'event')} "
+                f"({fmt_ratio(g1.ratio(c1.key, g1.group.reference))})",
+                f"{fmt_ns(c10.median, 'event')} "
+                f"({fmt_ratio(g10.ratio(c10.key, g10.group.reference))})",
+            ])
+    ex = _find(report.groups, "executor")
+    if ex is not None:
+        for key in ("bare", "pydantic-ai-otel", "execute-all"):
+            c = ex.case(key)
+            rows.append([c.label + " (per run)",
+                         f"{fmt_ns(c.median, 'run')} ({fmt_ratio(ex.ratio(key, 'bare'))})", ""])
+    return _md_table(["path", "1 handler (× ref)", "10 handlers (× ref)"], rows)
+
+
+def _verdict(o: Outcome) -> str:
+    if o.met:
+        return o.detail
+    return "**MISSED** " + o.detail.removeprefix("missed").lstrip(": ")
 
 
 def render_markdown(report: Report) -> str:
@@ -425,13 +461,21 @@ def render_markdown(report: Report) -> str:
         "during one extra sample (not timed), above the level when it started. Every "
         "handler's body is `count += 1`.",
         "",
+        "## Summary",
+        "",
+        "Median per event (per run for the agent rows) and, in brackets, the ratio to the "
+        "reference of the same table: `asyncio.Queue` for async delivery, pyee `emit` for "
+        "sync delivery, the bare `agent.run` for the agent rows.",
+        "",
+        *summary_table(report),
+        "",
         "## Targets",
         "",
     ]
     out += _md_table(
         ["target", "measured", "verdict"],
-        [[o.target, o.measured, ("met: " if o.met else "**MISSED**: ") + o.detail]
-         for o in report.outcomes],
+        [[o.target, o.measured, _verdict(o)] for o in report.outcomes],
+        numeric=False,
     )
     for g in report.groups:
         out += ["", f"## {g.group.title} (per {g.group.unit})", ""]

@@ -75,7 +75,7 @@ def test_every_target_has_a_verdict(report: Report) -> None:
 def test_markdown_has_machine_tables_and_targets(report: Report) -> None:
     """RESULTS.md text names the machine and versions and has one table per group."""
     md = render_markdown(report)
-    assert "## Machine" in md and "## Targets" in md and "pyee" in md
+    assert "## Machine" in md and "## Summary" in md and "## Targets" in md and "pyee" in md
     for g in report.groups:
         assert f"## {g.group.title}" in md
         for c in g.cases:
