@@ -162,7 +162,8 @@ def _ratio_target(
     cpu = g.cpu_ratio(case, ref)
     measured = (
         f"{fmt_ratio(r)} ({fmt_ns(c.median, g.group.unit)} vs "
-        f"{fmt_ns(rc.median, g.group.unit)}); CPU time {fmt_ratio(cpu)}"
+        f"{fmt_ns(rc.median, g.group.unit)}); CPU time {fmt_ratio(cpu)}; fastest samples "
+        f"{fmt_ratio(c.min / rc.min)}"
     )
     if r <= limit:
         return Outcome(what, measured, True, f"met with {(1 - r / limit) * 100:.0f} % to spare")
@@ -219,7 +220,8 @@ def _flat_target(g: GroupResult, what: str) -> Outcome:
     worst = max(g.cases, key=lambda c: abs(c.median / base.median - 1))
     r = worst.median / base.median
     cpu = worst.cpu_median / base.cpu_median
-    measured = ", ".join(f"{c.label}: {fmt_ns(c.median, 'event')}" for c in g.cases)
+    measured = ", ".join(f"{c.label}: {fmt_ns(c.median, 'event')}" for c in g.cases) + (
+        f" (fastest samples: {worst.label} {_pct(worst.min / base.min - 1)})")
     if abs(r - 1) <= 0.10:
         return Outcome(what, measured, True,
                        f"met: largest change {_pct(r - 1)} ({worst.label}; CPU time "
@@ -468,7 +470,11 @@ def render_markdown(report: Report) -> str:
         "floor of the same table, `× ref` by the table's reference (the target's baseline), "
         "both measured in this run. `peak mem` is the tracemalloc peak of Python allocations "
         "during one extra sample (not timed), above the level when it started. Every "
-        "handler's body is `count += 1`.",
+        "handler's body is `count += 1`. Where the machine is a virtual machine whose cores "
+        "are shared with other work (as when these results were taken), a sample can run up "
+        "to ~1.7× slower while the neighbours are busy, and CPU time grows with it (the time "
+        "is lost below the guest), so samples can be bimodal; the fastest samples (min) show "
+        "the undisturbed cost.",
         "",
         "## Summary",
         "",
