@@ -21,14 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["DEMO_DEFAULTS", "build_parser", "main"]
 
 _TRACES = ("console", "jsonl", "otlp", "none")
+TracesKind = Literal["console", "jsonl", "otlp", "none"]
 
 # The defaults of ``agentbus demo`` (equal to ``agentbus.demo.DemoOptions()``'s; kept here so
 # ``agentbus --help`` and ``agentbus dashboards`` work without the demo's dependencies).
@@ -41,6 +43,16 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "jsonl_path": Path("out") / "traces.jsonl",
     "log_file": Path("out") / "agentbus-demo.log",
 }
+
+
+def default_traces(environ: Mapping[str, str] | None = None) -> TracesKind:
+    """The demo's ``--traces`` default: ``"otlp"`` when the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` variable is set
+    (OpenTelemetry's exporter configuration), else ``DEMO_DEFAULTS["traces"]`` (jsonl)."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return "otlp"
+    return "jsonl"
 
 
 def _positive_int(text: str) -> int:
@@ -112,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve-for", type=_seconds, default=None, metavar="SECONDS",
                       help="stop serving /metrics after this long (0: exit right after the "
                            "summary); default: until Ctrl-C")
-    demo.add_argument("--traces", choices=_TRACES, default=d["traces"],
+    demo.add_argument("--traces", choices=_TRACES, default=None,
                       help="where spans go: console, a JSON-lines file, OTLP/HTTP "
-                           "(OTEL_EXPORTER_OTLP_ENDPOINT), or nowhere")
+                           "(OTEL_EXPORTER_OTLP_ENDPOINT), or nowhere; default: otlp when "
+                           "an OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else jsonl")
     demo.add_argument("--seed", type=_seed, default=None,
                       help="seed deciding which runs fail or are slow (default: random, "
                            "printed)")
@@ -146,7 +159,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         serve_for=args.serve_for,
-        traces=args.traces,
+        traces=default_traces() if args.traces is None else args.traces,
         seed=args.seed,
         summary_json=args.summary_json,
         jsonl_path=args.jsonl_path,

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from agentbus.cli import DEMO_DEFAULTS, build_parser, main
+from agentbus.cli import DEMO_DEFAULTS, build_parser, default_traces, main
 from agentbus.demo import (
     PRICES_USD_PER_MTOK,
     DemoOptions,
@@ -48,6 +48,10 @@ def test_parser_defaults_match_demo_options() -> None:
     args = build_parser().parse_args(["demo"])
     defaults = DemoOptions()
     for name, value in DEMO_DEFAULTS.items():
+        if name == "traces":  # resolved at run time from the OTLP variables
+            assert args.traces is None
+            assert default_traces({}) == value == defaults.traces
+            continue
         assert getattr(args, name) == value == getattr(defaults, name), name
     assert args.serve_for is None and defaults.serve_for is None
     assert {f.name for f in fields(DemoOptions)} >= set(DEMO_DEFAULTS)
@@ -226,3 +230,11 @@ def test_pricing_middleware_prices_tokens_per_model() -> None:
     assert pricing.cost_usd("support-fn-1", usage) == pytest.approx(
         2 * price_in + 0.5 * price_out)
     assert pricing.cost_usd("unknown-model", usage) is None
+
+
+def test_traces_default_follows_the_standard_otlp_variables() -> None:
+    """--traces defaults to otlp when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else jsonl."""
+    assert default_traces({}) == "jsonl"
+    assert default_traces({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"
+    assert default_traces({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x/v1/traces"}) == "otlp"
+    assert default_traces({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}) == "jsonl"
