@@ -24,6 +24,8 @@ agentbus_bus_events_dropped_total       counter    reason      deliveries lost (
                                                                close_timeout)
 agentbus_bus_publish_rejected_total     counter    reason      publishes refused (closed,
                                                                too_large, queue_full)
+agentbus_bus_close_errors_total         counter    reason      handler shutdown calls that
+                                                               failed or overran in close()
 agentbus_bus_handler_errors_total       counter    handler     handler calls that raised
 agentbus_bus_handler_busy_seconds_total counter    handler     wall time spent in the handler
 agentbus_bus_queue_depth                gauge      handler     events waiting (+1 in flight)
@@ -84,7 +86,8 @@ BUS_LABEL_OVERFLOW_TOTAL: Final = "agentbus_bus_label_overflow_total"
 """Distinct handler names folded into ``_OTHER`` (labels ``metric="agentbus_bus"``,
 ``label="handler"``)."""
 _BUS_METRIC: Final = "agentbus_bus"
-_DROP_REASONS: Final = ("queue_full", "close_timeout")
+_DROP_REASONS: Final = ("queue_full", "close_timeout", "cancelled")
+_CLOSE_ERROR_REASONS: Final = ("begin_close", "aclose", "aclose_timeout")
 _REJECT_REASONS: Final = ("closed", "too_large", "queue_full")
 _LE: Final = (*(repr(float(b)) for b in LAG_BUCKETS_SECONDS), "+Inf")
 
@@ -178,7 +181,7 @@ class BusMetricsCollector(Collector):
         return OTHER
 
     def _snapshot(self) -> tuple[int, int, dict[str, int], dict[str, int], int,
-                                 dict[str, _Totals], int]:
+                                 dict[str, _Totals], int, dict[str, int]]:
         stats = self.bus.stats()
         with self._lock:
             current = {s.id: s for s in stats.subscriptions}
@@ -195,11 +198,11 @@ class BusMetricsCollector(Collector):
                 by_handler.setdefault(self._label(s.name), _Totals()).add(s, live=True)
             folded = len(self._folded)
         return (stats.published, stats.capacity, stats.dropped, stats.rejected,
-                len(stats.subscriptions), by_handler, folded)
+                len(stats.subscriptions), by_handler, folded, stats.close_errors)
 
     def describe(self) -> Iterable[Metric]:
         """The metric families (without samples), so the registry can reject duplicates."""
-        return list(self._families(0, 0, {}, {}, 0, {}, 0))
+        return list(self._families(0, 0, {}, {}, 0, {}, 0, {}))
 
     def collect(self) -> Iterable[Metric]:
         """Yield the ``agentbus_bus_*`` families from a fresh ``bus.stats()``."""
@@ -214,6 +217,7 @@ class BusMetricsCollector(Collector):
         subscriptions: int,
         by_handler: dict[str, _Totals],
         folded: int,
+        close_errors: dict[str, int],
     ) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "agentbus_bus_events_published_total",
@@ -262,7 +266,7 @@ class BusMetricsCollector(Collector):
         yield delivered
         drops = CounterMetricFamily(
             "agentbus_bus_events_dropped_total",
-            "Event deliveries lost, by reason (queue_full, close_timeout).",
+            "Event deliveries lost, by reason (queue_full, close_timeout, cancelled).",
             labels=["reason"],
         )
         for reason in sorted(set(_DROP_REASONS) | set(dropped)):
@@ -276,6 +280,15 @@ class BusMetricsCollector(Collector):
         for reason in sorted(set(_REJECT_REASONS) | set(rejected)):
             rejects.add_metric([reason], rejected.get(reason, 0))
         yield rejects
+        closing = CounterMetricFamily(
+            "agentbus_bus_close_errors_total",
+            "Handler shutdown calls of EventBus.close() that raised or overran its timeout, "
+            "by reason (begin_close, aclose, aclose_timeout).",
+            labels=["reason"],
+        )
+        for reason in sorted(set(_CLOSE_ERROR_REASONS) | set(close_errors)):
+            closing.add_metric([reason], close_errors.get(reason, 0))
+        yield closing
         yield errors
         yield busy
         yield depth

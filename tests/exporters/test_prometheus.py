@@ -248,3 +248,31 @@ async def test_bus_overflow_family_does_not_clash_with_the_handler_metrics() -> 
     text = generate_latest(registry).decode()
     assert text.count("# TYPE agentbus_label_overflow_total counter") == 1
     assert text.count("# TYPE agentbus_bus_label_overflow_total counter") == 1
+
+
+async def test_close_errors_are_exported_by_reason() -> None:
+    """An aclose() that overruns close(timeout) shows in agentbus_bus_close_errors_total."""
+    bus = EventBus(max_queue_size=10)
+    registry = CollectorRegistry()
+    register_bus_metrics(bus, registry)
+    assert sample(registry, "agentbus_bus_close_errors_total", reason="aclose_timeout") == 0
+    cancelled = asyncio.Event()
+
+    class SlowToClose:
+        async def __call__(self, ev: SystemEvent) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    await bus.subscribe(EventType.ANY, SlowToClose())
+    await bus.publish(event())
+    await bus.close(timeout=0.2)
+    assert cancelled.is_set()
+    assert bus.stats().close_errors.get("aclose_timeout") == 1
+    assert sample(registry, "agentbus_bus_close_errors_total", reason="aclose_timeout") == 1
+    assert sample(registry, "agentbus_bus_events_dropped_total", reason="cancelled") == 0
