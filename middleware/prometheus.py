@@ -218,8 +218,12 @@ class LabelGuard:
 
     def __call__(self, value: object) -> str:
         """The label value to use for ``value``: itself (sanitised) or ``"_OTHER"``."""
-        text = self.sanitize(value)
         values = self._values
+        # Fast path: an exact ``str`` already admitted is its own sanitised form (sanitising
+        # is idempotent and only sanitised values are admitted), so skip sanitising it.
+        if value.__class__ is str and value in values:
+            return value
+        text = self.sanitize(value)
         if text in values:
             return text
         with self._lock:
@@ -247,6 +251,39 @@ def _number(value: Any) -> float | None:
     if not math.isfinite(number) or number < 0:
         return None
     return number
+
+
+class _Children(dict[Any, Any]):
+    """The labelled children of one metric by label values (a 1-tuple's value alone for a
+    one-label metric), each looked up with ``metric.labels`` once: ``labels()`` builds a key,
+    validates and takes the metric's lock on every call. Keys are guarded label values, so the
+    cache is bounded like the series themselves. Children are never removed by the handler."""
+
+    __slots__ = ("_labels",)
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        super().__init__()
+        self._labels = metric.labels
+
+    def __missing__(self, key: Any) -> Any:
+        child = self._labels(*key) if isinstance(key, tuple) else self._labels(key)
+        self[key] = child
+        return child
+
+
+class _Guards(dict[tuple[str, str], LabelGuard]):
+    """The handler's :class:`LabelGuard` per (metric, label), created on first use (so a
+    label's overflow series appears when the label is first guarded, as before)."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[str, str], LabelGuard]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: tuple[str, str]) -> LabelGuard:
+        g = self[key] = self._make(*key)
+        return g
 
 
 class PrometheusMetricsHandler:
@@ -427,7 +464,26 @@ class PrometheusMetricsHandler:
             buckets=sc.OPERATION_DURATION_BUCKETS_SECONDS,
         )
 
-        self._guards: dict[tuple[str, str], LabelGuard] = {}
+        self._guards = _Guards(self._new_guard)
+        c = _Children
+        self._c_events = c(self.events)
+        self._c_runs = c(self.runs)
+        self._c_run_duration = c(self.run_duration)
+        self._c_errors = c(self.errors)
+        self._c_in_progress = c(self.in_progress)
+        self._c_tokens = c(self.tokens)
+        self._c_cost = c(self.cost)
+        self._c_tool_calls = c(self.tool_calls)
+        self._c_tool_duration = c(self.tool_duration)
+        self._c_mw_duration = c(self.middleware_duration)
+        self._c_mw_failures = c(self.middleware_failures)
+        self._c_checkpoints = c(self.checkpoints)
+        self._c_sessions_created = c(self.sessions_created)
+        self._c_sessions_expired = c(self.sessions_expired)
+        self._c_sessions_active = c(self.sessions_active)
+        self._c_delegations = c(self.delegations)
+        self._c_genai_tokens = c(self.genai_tokens)
+        self._c_genai_duration = c(self.genai_duration)
         # open runs: key -> agent label; span-less starts per agent label for FIFO pairing
         self._open_runs: dict[str, str] = {}
         self._anonymous_runs: dict[str, deque[str]] = {}
@@ -439,16 +495,14 @@ class PrometheusMetricsHandler:
     # ------------------------------------------------------------------ labels
     def guard(self, metric: str, label: str) -> LabelGuard:
         """The :class:`LabelGuard` of ``label`` on ``metric`` (created on first use)."""
-        key = (metric, label)
-        g = self._guards.get(key)
-        if g is None:
-            g = LabelGuard(
-                self.label_limit,
-                on_overflow=self.label_overflow.labels(metric=metric, label=label).inc,
-                max_length=self.label_max_length,
-            )
-            self._guards[key] = g
-        return g
+        return self._guards[metric, label]
+
+    def _new_guard(self, metric: str, label: str) -> LabelGuard:
+        return LabelGuard(
+            self.label_limit,
+            on_overflow=self.label_overflow.labels(metric=metric, label=label).inc,
+            max_length=self.label_max_length,
+        )
 
     def _agent(self, event: SystemEvent) -> str:
         name = event.attributes.get(sc.GEN_AI_AGENT_NAME)
@@ -475,7 +529,10 @@ class PrometheusMetricsHandler:
     # ------------------------------------------------------------------ entry points
     async def __call__(self, event: SystemEvent) -> None:
         """Record ``event`` (the :data:`agentbus.Handler` shape). Never raises ``Exception``."""
-        self.handle(event)
+        try:
+            self._record(event)
+        except Exception as exc:
+            self._failed(event, exc)
 
     def handle(self, event: SystemEvent) -> None:
         """Record ``event`` synchronously (does not block; no I/O). Never raises
@@ -483,19 +540,22 @@ class PrometheusMetricsHandler:
         try:
             self._record(event)
         except Exception as exc:
-            self.handler_errors.inc()
-            logger.error(
-                "PrometheusMetricsHandler could not record %s event %s: %s: %s",
-                getattr(event, "type_name", type(event).__name__),
-                getattr(event, "event_id", "?"),
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-            )
+            self._failed(event, exc)
+
+    def _failed(self, event: SystemEvent, exc: Exception) -> None:
+        self.handler_errors.inc()
+        logger.error(
+            "PrometheusMetricsHandler could not record %s event %s: %s: %s",
+            getattr(event, "type_name", type(event).__name__),
+            getattr(event, "event_id", "?"),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
     def _record(self, event: SystemEvent) -> None:
         etype = event.event_type
-        self.events.labels(self.guard(EVENTS_TOTAL, "event_type")(event.type_name)).inc()
+        self._c_events[self._guards[EVENTS_TOTAL, "event_type"](event.type_name)].inc()
         if etype is EventType.AGENT_STARTED:
             self._run_started(event)
         elif etype is EventType.AGENT_COMPLETED:
@@ -521,16 +581,18 @@ class PrometheusMetricsHandler:
 
     # ------------------------------------------------------------------ runs
     def _run_started(self, event: SystemEvent) -> None:
-        key = event.span_id or event.event_id
-        if key in self._open_runs:
+        span_id = event.span_id
+        key = span_id or event.event_id
+        open_runs = self._open_runs
+        if key in open_runs:
             return  # the same start seen twice (replay): already counted
-        agent = self.guard(AGENT_RUNS_IN_PROGRESS, "agent")(self._agent(event))
-        if len(self._open_runs) >= self.max_tracked:
+        agent = self._guards[AGENT_RUNS_IN_PROGRESS, "agent"](self._agent(event))
+        if len(open_runs) >= self.max_tracked:
             self._forget_oldest_run()
-        self._open_runs[key] = agent
-        if event.span_id is None:
+        open_runs[key] = agent
+        if span_id is None:
             self._anonymous_runs.setdefault(agent, deque()).append(key)
-        self.in_progress.labels(agent).inc()
+        self._c_in_progress[agent].inc()
 
     def _forget_oldest_run(self) -> None:
         key = next(iter(self._open_runs))
@@ -538,51 +600,54 @@ class PrometheusMetricsHandler:
         queue = self._anonymous_runs.get(agent)
         if queue is not None and key in queue:
             queue.remove(key)
-        self.in_progress.labels(agent).dec()
+        self._c_in_progress[agent].dec()
 
     def _close_run(self, event: SystemEvent, agent_name: str) -> None:
         open_runs = self._open_runs
-        for key in (event.span_id, event.causation_id):
+        span_id = event.span_id
+        causation_id = event.causation_id
+        for key in (span_id, causation_id):
             if key is not None and key in open_runs:
                 agent = open_runs.pop(key)
                 queue = self._anonymous_runs.get(agent)
                 if queue is not None and key in queue:
                     queue.remove(key)
-                self.in_progress.labels(agent).dec()
+                self._c_in_progress[agent].dec()
                 return
-        if event.span_id is None and event.causation_id is None:
-            agent = self.guard(AGENT_RUNS_IN_PROGRESS, "agent")(agent_name)
+        if span_id is None and causation_id is None:
+            agent = self._guards[AGENT_RUNS_IN_PROGRESS, "agent"](agent_name)
             queue = self._anonymous_runs.get(agent)
             if queue:
                 open_runs.pop(queue.popleft(), None)
-                self.in_progress.labels(agent).dec()
+                self._c_in_progress[agent].dec()
 
     def _run_finished(self, event: SystemEvent, status: str) -> None:
         attrs = event.attributes
+        gd = self._guards
         agent_name = self._agent(event)
         self._close_run(event, agent_name)
         model_name = self._model(event)
         exemplar = self._exemplar(event)
 
-        agent = self.guard(AGENT_RUNS_TOTAL, "agent")(agent_name)
-        model = self.guard(AGENT_RUNS_TOTAL, "model")(model_name)
-        self.runs.labels(agent, model, status).inc()
+        agent = gd[AGENT_RUNS_TOTAL, "agent"](agent_name)
+        model = gd[AGENT_RUNS_TOTAL, "model"](model_name)
+        self._c_runs[agent, model, status].inc()
 
         seconds = self._duration_seconds(event)
         if seconds is not None:
-            self.run_duration.labels(
-                self.guard(AGENT_RUN_DURATION_SECONDS, "agent")(agent_name),
-                self.guard(AGENT_RUN_DURATION_SECONDS, "model")(model_name),
+            self._c_run_duration[
+                gd[AGENT_RUN_DURATION_SECONDS, "agent"](agent_name),
+                gd[AGENT_RUN_DURATION_SECONDS, "model"](model_name),
                 status,
-            ).observe(seconds, exemplar)
+            ].observe(seconds, exemplar)
 
         error_type: str | None = None
         if status == "error":
             error_type = event.error_type or attrs.get(sc.ERROR_TYPE) or OTHER
-            self.errors.labels(
-                self.guard(AGENT_ERRORS_TOTAL, "agent")(agent_name),
-                self.guard(AGENT_ERRORS_TOTAL, "error_type")(error_type),
-            ).inc()
+            self._c_errors[
+                gd[AGENT_ERRORS_TOTAL, "agent"](agent_name),
+                gd[AGENT_ERRORS_TOTAL, "error_type"](error_type),
+            ].inc()
 
         tokens = {
             "input": _number(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)),
@@ -591,20 +656,20 @@ class PrometheusMetricsHandler:
         for token_type, count in tokens.items():
             if count is None:
                 continue
-            self.tokens.labels(
-                self.guard(AGENT_TOKENS_TOTAL, "agent")(agent_name),
-                self.guard(AGENT_TOKENS_TOTAL, "model")(model_name),
+            self._c_tokens[
+                gd[AGENT_TOKENS_TOTAL, "agent"](agent_name),
+                gd[AGENT_TOKENS_TOTAL, "model"](model_name),
                 token_type,
-            ).inc(count)
+            ].inc(count)
 
         cost = _number(attrs.get(sc.AB_COST_USD))
         if cost is None:
             cost = _number(event.metadata.get("cost"))
         if cost is not None:
-            self.cost.labels(
-                self.guard(AGENT_COST_USD_TOTAL, "agent")(agent_name),
-                self.guard(AGENT_COST_USD_TOTAL, "model")(model_name),
-            ).inc(cost)
+            self._c_cost[
+                gd[AGENT_COST_USD_TOTAL, "agent"](agent_name),
+                gd[AGENT_COST_USD_TOTAL, "model"](model_name),
+            ].inc(cost)
 
         calls = attrs.get(sc.AB_TOOL_CALLS)
         if isinstance(calls, list | tuple):
@@ -628,20 +693,21 @@ class PrometheusMetricsHandler:
     def _tool_call(
         self, call: Mapping[str, Any], agent_name: str, exemplar: dict[str, str] | None
     ) -> None:
+        gd = self._guards
         tool_name = call.get("name") or _UNKNOWN
         status = "error" if call.get("error_type") else "success"
-        self.tool_calls.labels(
-            self.guard(TOOL_CALLS_TOTAL, "agent")(agent_name),
-            self.guard(TOOL_CALLS_TOTAL, "tool")(tool_name),
+        self._c_tool_calls[
+            gd[TOOL_CALLS_TOTAL, "agent"](agent_name),
+            gd[TOOL_CALLS_TOTAL, "tool"](tool_name),
             status,
-        ).inc()
+        ].inc()
         start = call.get("start_time_unix_nano")
         end = call.get("end_time_unix_nano")
         if isinstance(start, int) and isinstance(end, int) and end >= start:
-            self.tool_duration.labels(
-                self.guard(TOOL_CALL_DURATION_SECONDS, "agent")(agent_name),
-                self.guard(TOOL_CALL_DURATION_SECONDS, "tool")(tool_name),
-            ).observe((end - start) / 1e9, exemplar)
+            self._c_tool_duration[
+                gd[TOOL_CALL_DURATION_SECONDS, "agent"](agent_name),
+                gd[TOOL_CALL_DURATION_SECONDS, "tool"](tool_name),
+            ].observe((end - start) / 1e9, exemplar)
 
     def _genai(
         self,
@@ -652,86 +718,89 @@ class PrometheusMetricsHandler:
         error_type: str | None,
         exemplar: dict[str, str] | None,
     ) -> None:
+        gd = self._guards
         provider_name = event.attributes.get(sc.GEN_AI_PROVIDER_NAME) or _UNKNOWN
         op = sc.OP_INVOKE_AGENT
         for token_type, count in tokens.items():
             if count is None:
                 continue
-            self.genai_tokens.labels(
+            self._c_genai_tokens[
                 op,
-                self.guard(GENAI_TOKEN_USAGE, _L_PROVIDER)(provider_name),
-                self.guard(GENAI_TOKEN_USAGE, _L_MODEL)(model_name),
+                gd[GENAI_TOKEN_USAGE, _L_PROVIDER](provider_name),
+                gd[GENAI_TOKEN_USAGE, _L_MODEL](model_name),
                 token_type,
-            ).observe(count)
+            ].observe(count)
         if seconds is not None:
             # error.type is absent on success: the empty label value means "no label".
-            self.genai_duration.labels(
+            self._c_genai_duration[
                 op,
-                self.guard(GENAI_OPERATION_DURATION, _L_PROVIDER)(provider_name),
-                self.guard(GENAI_OPERATION_DURATION, _L_MODEL)(model_name),
-                self.guard(GENAI_OPERATION_DURATION, _L_ERROR_TYPE)(error_type or ""),
-            ).observe(seconds, exemplar)
+                gd[GENAI_OPERATION_DURATION, _L_PROVIDER](provider_name),
+                gd[GENAI_OPERATION_DURATION, _L_MODEL](model_name),
+                gd[GENAI_OPERATION_DURATION, _L_ERROR_TYPE](error_type or ""),
+            ].observe(seconds, exemplar)
 
     # ------------------------------------------------------------------ other events
     def _middleware(self, event: SystemEvent, *, failed: bool) -> None:
+        gd = self._guards
         agent_name = self._agent(event)
         name = event.attributes.get(sc.AB_MIDDLEWARE) or event.metadata.get("middleware")
         mw_name = str(name) if name else _UNKNOWN
         ms = _number(event.execution_time_ms)
         if ms is not None:
-            self.middleware_duration.labels(
-                self.guard(MIDDLEWARE_DURATION_SECONDS, "agent")(agent_name),
-                self.guard(MIDDLEWARE_DURATION_SECONDS, "middleware")(mw_name),
-            ).observe(ms / 1000.0, self._exemplar(event))
+            self._c_mw_duration[
+                gd[MIDDLEWARE_DURATION_SECONDS, "agent"](agent_name),
+                gd[MIDDLEWARE_DURATION_SECONDS, "middleware"](mw_name),
+            ].observe(ms / 1000.0, self._exemplar(event))
         if failed:
-            self.middleware_failures.labels(
-                self.guard(MIDDLEWARE_FAILURES_TOTAL, "agent")(agent_name),
-                self.guard(MIDDLEWARE_FAILURES_TOTAL, "middleware")(mw_name),
-                self.guard(MIDDLEWARE_FAILURES_TOTAL, "error_type")(
+            self._c_mw_failures[
+                gd[MIDDLEWARE_FAILURES_TOTAL, "agent"](agent_name),
+                gd[MIDDLEWARE_FAILURES_TOTAL, "middleware"](mw_name),
+                gd[MIDDLEWARE_FAILURES_TOTAL, "error_type"](
                     event.error_type or event.attributes.get(sc.ERROR_TYPE) or OTHER
                 ),
-            ).inc()
+            ].inc()
 
     def _checkpoint(self, event: SystemEvent, operation: str) -> None:
-        self.checkpoints.labels(
-            self.guard(CHECKPOINTS_TOTAL, "agent")(self._agent(event)), operation
-        ).inc()
+        self._c_checkpoints[
+            self._guards[CHECKPOINTS_TOTAL, "agent"](self._agent(event)), operation
+        ].inc()
 
     def _session_created(self, event: SystemEvent) -> None:
         agent_name = self._agent(event)
-        self.sessions_created.labels(self.guard(SESSIONS_CREATED_TOTAL, "agent")(agent_name)).inc()
+        self._c_sessions_created[self._guards[SESSIONS_CREATED_TOTAL, "agent"](agent_name)].inc()
         sid = event.session_id
         if sid is not None and sid in self._open_sessions:
             return  # the same session announced twice: already active
-        agent = self.guard(SESSIONS_ACTIVE, "agent")(agent_name)
+        agent = self._guards[SESSIONS_ACTIVE, "agent"](agent_name)
         if sid is None:
             self._anonymous_sessions[agent] = self._anonymous_sessions.get(agent, 0) + 1
         else:
             if len(self._open_sessions) >= self.max_tracked:
                 old = self._open_sessions.pop(next(iter(self._open_sessions)))
-                self.sessions_active.labels(old).dec()
+                self._c_sessions_active[old].dec()
             self._open_sessions[sid] = agent
-        self.sessions_active.labels(agent).inc()
+        self._c_sessions_active[agent].inc()
 
     def _session_expired(self, event: SystemEvent) -> None:
         agent_name = self._agent(event)
-        self.sessions_expired.labels(self.guard(SESSIONS_EXPIRED_TOTAL, "agent")(agent_name)).inc()
+        self._c_sessions_expired[self._guards[SESSIONS_EXPIRED_TOTAL, "agent"](agent_name)].inc()
         sid = event.session_id
         if sid is not None:
             agent = self._open_sessions.pop(sid, None)
             if agent is not None:
-                self.sessions_active.labels(agent).dec()
+                self._c_sessions_active[agent].dec()
             return
-        agent = self.guard(SESSIONS_ACTIVE, "agent")(agent_name)
+        agent = self._guards[SESSIONS_ACTIVE, "agent"](agent_name)
         count = self._anonymous_sessions.get(agent, 0)
         if count > 0:
             self._anonymous_sessions[agent] = count - 1
-            self.sessions_active.labels(agent).dec()
+            self._c_sessions_active[agent].dec()
 
     def _delegation(self, event: SystemEvent, status: str) -> None:
+        gd = self._guards
         sub = event.attributes.get(sc.AB_SUBAGENT) or _UNKNOWN
-        self.delegations.labels(
-            self.guard(SUBAGENT_DELEGATIONS_TOTAL, "agent")(self._agent(event)),
-            self.guard(SUBAGENT_DELEGATIONS_TOTAL, "subagent")(sub),
+        self._c_delegations[
+            gd[SUBAGENT_DELEGATIONS_TOTAL, "agent"](self._agent(event)),
+            gd[SUBAGENT_DELEGATIONS_TOTAL, "subagent"](sub),
             status,
-        ).inc()
+        ].inc()
