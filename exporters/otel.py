@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
@@ -76,6 +76,10 @@ __all__ = [
 logger = logging.getLogger("exporters.otel")
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# Status objects are immutable: the description-less ones are shared by all spans.
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+_PLAIN = frozenset({str, bool, int, float})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CONTENT_CHARS = 16384
 _RUN_END = frozenset({EventType.AGENT_COMPLETED, EventType.ERROR_OCCURRED})
@@ -111,6 +115,8 @@ def _resource(service_name: str) -> Resource:
 
 def _attr(value: Any) -> AttributeValue | None:
     """A valid OTel attribute value for a non-content telemetry value (``None``: skip)."""
+    if value.__class__ in _PLAIN:  # the common case, without the isinstance chain
+        return cast(AttributeValue, value)
     if isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list | tuple):
@@ -355,6 +361,9 @@ class OTelSpanHandler:
         for source in ((run.attributes if run else {}), attrs):
             for key, value in source.items():
                 if key not in _NOT_COPIED:
+                    if value.__class__ in _PLAIN:  # _attr's common case, inline
+                        out[key] = cast(AttributeValue, value)
+                        continue
                     v = _attr(value)
                     if v is not None:
                         out[key] = v
@@ -380,7 +389,7 @@ class OTelSpanHandler:
                 start_ns = end_ns - int((event.execution_time_ms or 0.0) * 1e6)
 
         span_events: list[Event] = list(run.events) if run else []
-        status = Status(StatusCode.UNSET)
+        status = _UNSET
         content: dict[str, Any] | None = None
         if self.capture_content:
             content = dict(run.content) if run else {}
@@ -418,17 +427,19 @@ class OTelSpanHandler:
                 _hex_int(event.parent_span_id), wrapper, span_events, status, start_ns, end_ns,
             )
             return
+        run_ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
         self._emit(
             f"{sc.OP_INVOKE_AGENT} {agent_name}", trace_id, span_id,
             _hex_int(event.parent_span_id), out, span_events, status, start_ns, end_ns,
+            run_ctx,
         )
         tools = attrs.get(sc.AB_TOOL_CALLS)
         if isinstance(tools, Sequence) and not isinstance(tools, str):
             for tool in tools:
                 if isinstance(tool, Mapping):
-                    self._tool(tool, trace_id, span_id, start_ns, end_ns, content)
+                    self._tool(tool, trace_id, run_ctx, start_ns, end_ns, content)
 
-    def _tool(self, tool: Mapping[str, Any], trace_id: int, parent: int, run_start: int,
+    def _tool(self, tool: Mapping[str, Any], trace_id: int, parent: SpanContext, run_start: int,
               run_end: int, content: dict[str, Any] | None) -> None:
         name = str(tool.get("name") or "unknown")
         out: dict[str, AttributeValue] = {
@@ -438,10 +449,10 @@ class OTelSpanHandler:
         call_id = tool.get("call_id")
         if call_id:
             out[sc.GEN_AI_TOOL_CALL_ID] = str(call_id)
-        status = Status(StatusCode.UNSET)
+        status = _UNSET
         if tool.get("error_type"):
             out[sc.ERROR_TYPE] = str(tool["error_type"])
-            status = Status(StatusCode.ERROR)
+            status = _ERROR
         if content is not None and call_id:
             for key in (sc.GEN_AI_TOOL_CALL_ARGUMENTS, sc.GEN_AI_TOOL_CALL_RESULT):
                 values = content.get(key)
@@ -473,7 +484,7 @@ class OTelSpanHandler:
         start_ns = attrs.get(sc.AB_START_TIME_NS)
         if not isinstance(start_ns, int):
             start_ns = end_ns - int((event.execution_time_ms or 0.0) * 1e6)
-        status = Status(StatusCode.UNSET)
+        status = _UNSET
         events: list[Event] = []
         if event.event_type is EventType.MIDDLEWARE_FAILED:
             etype = event.error_type or sc.ERROR_TYPE_OTHER
@@ -519,17 +530,25 @@ class OTelSpanHandler:
             return
         self.late_events += 1
         self._emit(name, int(event.trace_id, 16), int(new_span_id(), 16),
-                   int(event.span_id, 16), out, (), Status(StatusCode.UNSET), ts, ts)
+                   int(event.span_id, 16), out, (), _UNSET, ts, ts)
 
     # ------------------------------------------------------------------ output
-    def _emit(self, name: str, trace_id: int, span_id: int, parent: int | None,
+    def _emit(self, name: str, trace_id: int, span_id: int, parent: int | SpanContext | None,
               attributes: dict[str, AttributeValue], events: Sequence[Event], status: Status,
-              start_ns: int, end_ns: int) -> None:
-        parent_ctx = (SpanContext(trace_id, parent, is_remote=False, trace_flags=_SAMPLED)
-                      if parent else None)
+              start_ns: int, end_ns: int, context: SpanContext | None = None) -> None:
+        """Hand one finished span to the processor. ``parent`` is a span id or an already
+        built parent context; ``context``, when given, is the span's own (else built from
+        ``trace_id`` / ``span_id``)."""
+        parent_ctx: SpanContext | None
+        if isinstance(parent, SpanContext):
+            parent_ctx = parent
+        else:
+            parent_ctx = (SpanContext(trace_id, parent, is_remote=False, trace_flags=_SAMPLED)
+                          if parent else None)
         span = ReadableSpan(
             name=name,
-            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+            context=context if context is not None else SpanContext(
+                trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
             parent=parent_ctx,
             resource=self.resource,
             attributes=attributes,
