@@ -54,6 +54,11 @@ class EventType(Enum):
     CUSTOM = "custom"
     ANY = "*"
 
+    # Members compare by identity (Enum defines no __eq__), so the C-level identity hash is
+    # consistent with equality; Enum's own __hash__ is a Python function (hash(self._name_))
+    # that every routes-dict / frozenset lookup on the publish path would pay (issue 6).
+    __hash__ = object.__hash__
+
 
 class SubAgentEventType(Enum):
     """Events of asynchronous sub-agent delegation (seeds 000 / 002: the car-hailing flow).
@@ -66,6 +71,8 @@ class SubAgentEventType(Enum):
     SUBAGENT_SPAWNED = "subagent_spawned"
     SUBAGENT_COMPLETED = "subagent_completed"
     SUBAGENT_FAILED = "subagent_failed"
+
+    __hash__ = object.__hash__  # identity hash, as EventType (a C-level call; issue 6)
 
 
 _rand = random.Random(int.from_bytes(os.urandom(16), "big"))
