@@ -399,7 +399,9 @@ class EventBus:
         if self._loop is not _get_running_loop():
             self._bind()
         if not wait:
-            return self._publish_nowait(event)
+            # On the loop thread (just bound above): publish_sync's non-waiting path (called
+            # non-virtually: a subclass's publish_sync override must not be re-entered).
+            return EventBus.publish_sync(self, event)
         # Hot path (issue 6): the checks are inlined, the full _check runs only when one of
         # its conditions can fail; then count, record in the history, notify wait_for.
         if self._closed or self.max_event_bytes is not None or type(event) is not SystemEvent:
@@ -496,28 +498,10 @@ class EventBus:
             TimeoutError: from another thread, not queued within ``timeout`` seconds.
             plus the errors of :meth:`publish`.
         """
-        loop = self._loop
-        if loop is None:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                raise RuntimeError(
-                    "publish_sync needs the bus's event loop: subscribe or publish from a "
-                    "coroutine first, then call publish_sync from that loop or another thread"
-                ) from None
-            loop = self._bind()
-        if _get_ident() == self._loop_thread:
-            return self._publish_nowait(event)
-        if loop.is_closed() or not loop.is_running():
-            raise RuntimeError("publish_sync: the bus's event loop is not running")
-        future = asyncio.run_coroutine_threadsafe(self.publish(event), loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
-
-    def _publish_nowait(self, event: SystemEvent) -> int:
+        if _get_ident() != self._loop_thread:  # None (no loop bound yet) never matches
+            return self._publish_off_loop(event, timeout)
+        # On the loop thread: queue without waiting. Inline here, not in a helper, to save
+        # a call on the hot path (issue 6); publish(wait=False) comes here too.
         if self._closed or self.max_event_bytes is not None or type(event) is not SystemEvent:
             self._check(event)
         subs = self._routes.get(event.event_type)
@@ -556,6 +540,29 @@ class EventBus:
         if self._waiters:
             self._notify_waiters(event)
         return queued
+
+    def _publish_off_loop(self, event: SystemEvent, timeout: float | None) -> int:
+        """``publish_sync`` not on the bus's loop thread (or before a loop is bound)."""
+        loop = self._loop
+        if loop is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "publish_sync needs the bus's event loop: subscribe or publish from a "
+                    "coroutine first, then call publish_sync from that loop or another thread"
+                ) from None
+            loop = self._bind()
+        if _get_ident() == self._loop_thread:
+            return EventBus.publish_sync(self, event)
+        if loop.is_closed() or not loop.is_running():
+            raise RuntimeError("publish_sync: the bus's event loop is not running")
+        future = asyncio.run_coroutine_threadsafe(self.publish(event), loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(
