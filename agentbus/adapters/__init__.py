@@ -6,10 +6,13 @@ its own module, importing its framework only there: ``import agentbus`` and
 
 Available:
     :class:`agentbus.adapters.pydantic_ai.PydanticAIRunner` — pydantic-ai 2.x agents
-    (the ``pydantic-ai`` extra: ``pip install 'agentbus[pydantic-ai]'``).
+    (the ``pydantic-ai`` extra: ``pip install 'agentbus[pydantic-ai]'``), with
+    :class:`agentbus.adapters.pydantic_ai.AgentbusCapability` to register on an agent when
+    it is built (optional; makes each run cheaper).
 
-``from agentbus.adapters import PydanticAIRunner`` also works; it imports pydantic-ai on
-first access and raises :class:`ImportError` naming the extra when it is missing.
+``from agentbus.adapters import PydanticAIRunner`` (or ``AgentbusCapability``) also works; it
+imports pydantic-ai on first access and raises :class:`ImportError` naming the extra when it
+is missing.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .pydantic_ai import PydanticAIRunner
+    from .pydantic_ai import AgentbusCapability, PydanticAIRunner
 
-__all__ = ["PydanticAIRunner"]
+__all__ = ["AgentbusCapability", "PydanticAIRunner"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PydanticAIRunner":
-        from .pydantic_ai import PydanticAIRunner
+    if name in __all__:
+        from . import pydantic_ai
 
-        return PydanticAIRunner
+        return getattr(pydantic_ai, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
