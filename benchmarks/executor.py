@@ -8,8 +8,9 @@ Per agent run, in the same process and loop:
   ``BatchSpanProcessor`` to a no-op exporter, ``force_flush()`` at the end of the sample);
 * ``execute-plain``: ``AgentExecutor.execute`` with a plain runner (``agent.run`` on the
   input, nothing else), no bus: the executor's own cost;
-* ``execute-nobus``: ``AgentExecutor.execute`` through ``PydanticAIRunner``, no bus (the
-  adapter passes a per-run capability to time tool calls exactly);
+* ``execute-nobus``: ``AgentExecutor.execute`` through ``PydanticAIRunner``, no bus; the
+  agent is built with ``capabilities=[AgentbusCapability()]`` (the adapter's documented fast
+  path: exact tool timing without a per-run capability), the reference agent without it;
 * ``execute-bus``: the same with a bus and no handlers;
 * ``execute-prometheus`` / ``execute-otel`` / ``execute-logging``: one handler each;
 * ``execute-all``: Prometheus (``PrometheusMetricsHandler`` on its own registry), OTel
@@ -47,7 +48,7 @@ from agentbus import (
     TokenUsage,
     ToolCall,
 )
-from agentbus.adapters.pydantic_ai import PydanticAIRunner
+from agentbus.adapters.pydantic_ai import AgentbusCapability, PydanticAIRunner
 from exporters.logs import add_trace_context
 from exporters.otel import OTelSpanHandler
 from middleware.logging import LoggingHandler
@@ -79,9 +80,15 @@ class NullSpanExporter(SpanExporter):
         return True
 
 
-def build_agent() -> Agent[None, str]:
-    """A pydantic-ai agent on ``TestModel`` with two tools (TestModel calls both)."""
-    agent: Agent[None, str] = Agent(TestModel(), name="bench")
+def build_agent(*, agentbus_capability: bool = False) -> Agent[None, str]:
+    """A pydantic-ai agent on ``TestModel`` with two tools (TestModel calls both); with
+    ``agentbus_capability`` it registers :class:`AgentbusCapability` (what PydanticAIRunner
+    uses to time tool calls)."""
+    agent: Agent[None, str] = Agent(
+        TestModel(),
+        name="bench",
+        capabilities=[AgentbusCapability()] if agentbus_capability else None,
+    )
 
     @agent.tool_plain
     def get_weather(city: str) -> str:
@@ -168,7 +175,7 @@ def _execute(handlers: str, *, runner: str = "pydantic-ai") -> Callable[[int, Pr
     ``"fixed"`` (no agent: :func:`_fixed_runner`)."""
 
     async def case(n: int, probe: Probe) -> int:
-        agent = build_agent()
+        agent = build_agent(agentbus_capability=runner == "pydantic-ai")
         bus: EventBus | None = None
         processor: BatchSpanProcessor | None = None
         exporter = NullSpanExporter()
