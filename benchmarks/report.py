@@ -276,10 +276,11 @@ def _executor_targets(g: GroupResult, inst: GroupResult | None) -> list[Outcome]
                 f"run = {_pct(total / bare)} of the bare agent run")
         adapter = g.case("execute-nobus").median - g.case("execute-plain").median
         parts.append(
-            f"PydanticAIRunner's per-run capability (pydantic-ai's capability machinery, used "
-            f"to time tool calls exactly) adds {fmt_ns(adapter, 'run')} "
-            f"({_pct(adapter / bare)}; `execute` through it vs with a plain `agent.run` "
-            f"runner, a difference of two noisy medians)")
+            f"PydanticAIRunner's tool-timing capability (AgentbusCapability registered on the "
+            f"agent; pydantic-ai copies its run context for every capability at every hook, "
+            f"even for one that overrides nothing, so any capability has this floor) adds "
+            f"{fmt_ns(adapter, 'run')} ({_pct(adapter / bare)}; `execute` through it vs with a "
+            f"plain `agent.run` runner, a difference of two noisy medians)")
         return ". ".join(parts)
 
     out = []
