@@ -67,6 +67,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from .adapters.pydantic_ai import AgentbusCapability
 from .bus import EventBus
 from .events import EventType, SubAgentEventType, SystemEvent
 from .executor import (
@@ -531,6 +532,7 @@ class Fleet:
 
         agent: Agent[Any, str] = Agent(
             FunctionModel(respond, model_name=model), name="support",
+            capabilities=[AgentbusCapability()],  # exact tool timing, no per-run cost
             instructions="You are a friendly support agent. Use the tools.",
         )
 
@@ -571,6 +573,7 @@ class Fleet:
 
         agent: Agent[Any, str] = Agent(
             FunctionModel(respond, model_name=model), name="researcher",
+            capabilities=[AgentbusCapability()],  # exact tool timing, no per-run cost
             instructions="Research the question with the tools, then summarise.",
         )
 
@@ -613,6 +616,7 @@ class Fleet:
 
         agent: Agent[Any, str] = Agent(
             FunctionModel(respond, model_name=model), name="booking", deps_type=JobDeps,
+            capabilities=[AgentbusCapability()],  # exact tool timing, no per-run cost
             instructions="Book what the user asks; delegate rides to the car-hailing agent.",
         )
         fleet = self
@@ -667,6 +671,7 @@ class Fleet:
 
         agent: Agent[Any, str] = Agent(
             FunctionModel(respond, model_name=model), name="car_hailing",
+            capabilities=[AgentbusCapability()],  # exact tool timing, no per-run cost
             instructions="Dispatch a car: find a driver, then confirm the ride.",
         )
 
