@@ -782,41 +782,22 @@ class AgentExecutor:
         if parent is not None:
             attrs[sc.AB_PARENT_AGENT_ID] = parent.agent_id
 
-        if error is None:
-            await self._publish(
-                self._event(
-                    run,
-                    EventType.AGENT_COMPLETED,
-                    metadata={"model": self.config.model},
-                    attributes=attrs,
-                    execution_time_ms=elapsed_ms,
-                )
-            )
-            return ExecutionResult(
-                success=True,
-                output=output,
-                agent_id=self.agent_id,
-                run_id=run.run_id,
-                trace_id=run.trace_id,
-                span_id=run.span_id,
-                execution_time_ms=elapsed_ms,
-                usage=usage,
-                tool_calls=run.tool_calls,
-                cost_usd=run.cost_usd,
-            )
-
-        error_type = type(error).__name__
-        error_message = str(error) or error_type
-        attrs[sc.ERROR_TYPE] = error_type
+        error_type: str | None = None
+        error_message: str | None = None
+        fields: dict[str, Any] = {}
+        if error is not None:
+            error_type = type(error).__name__
+            error_message = str(error) or error_type
+            attrs[sc.ERROR_TYPE] = error_type
+            fields = {"error_type": error_type, "error_message": error_message}
         publish = self._publish(
             self._event(
                 run,
-                EventType.ERROR_OCCURRED,
+                EventType.AGENT_COMPLETED if error is None else EventType.ERROR_OCCURRED,
                 metadata={"model": self.config.model},
                 attributes=attrs,
                 execution_time_ms=elapsed_ms,
-                error_type=error_type,
-                error_message=error_message,
+                **fields,
             )
         )
         if isinstance(error, asyncio.CancelledError):
@@ -825,8 +806,8 @@ class AgentExecutor:
             raise error
         await publish
         return ExecutionResult(
-            success=False,
-            output=None,
+            success=error is None,
+            output=output if error is None else None,
             agent_id=self.agent_id,
             run_id=run.run_id,
             trace_id=run.trace_id,
@@ -838,7 +819,6 @@ class AgentExecutor:
             error_type=error_type,
             error_message=error_message,
         )
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
