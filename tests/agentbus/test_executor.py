@@ -4,7 +4,7 @@ cancellation, contexts, trace ids, model registry."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,42 +29,11 @@ from agentbus import (
     register_model,
 )
 from agentbus import semconv as sc
+from agentbus.testing import CapturingHandler
 
 MW_TYPES = (EventType.MIDDLEWARE_EXECUTED, EventType.MIDDLEWARE_FAILED)
 
 
-class Recorder:
-    """Records every event of the bus."""
-
-    def __init__(self) -> None:
-        self.events: list[SystemEvent] = []
-
-    async def __call__(self, event: SystemEvent) -> None:
-        self.events.append(event)
-
-    def types(self) -> list[EventType]:
-        """Event types in delivery order."""
-        return [e.event_type for e in self.events]  # type: ignore[misc]
-
-    def of(self, event_type: EventType) -> list[SystemEvent]:
-        """Events of one type."""
-        return [e for e in self.events if e.event_type is event_type]
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[EventBus]:
-    """A fresh bus, closed after the test."""
-    b = EventBus()
-    yield b
-    await b.close()
-
-
-@pytest.fixture
-async def rec(bus: EventBus) -> Recorder:
-    """A recorder subscribed to every event of ``bus``."""
-    r = Recorder()
-    await bus.subscribe(EventType.ANY, r)
-    return r
 
 
 def config(**kw: Any) -> AgentConfig:
@@ -93,7 +62,7 @@ def executor(agent: Any = echo, bus: EventBus | None = None, **kw: Any) -> Agent
 # ---------------------------------------------------------------------------- success
 
 
-async def test_successful_run_event_sequence(bus: EventBus, rec: Recorder) -> None:
+async def test_successful_run_event_sequence(bus: EventBus, rec: CapturingHandler) -> None:
     """A successful run publishes AGENT_STARTED then AGENT_COMPLETED and returns the output."""
     ex = executor(bus=bus, provider="openai")
     result = await ex.execute(AgentContext(input="hi", user_id="u1", session_id="s1",
@@ -101,7 +70,7 @@ async def test_successful_run_event_sequence(bus: EventBus, rec: Recorder) -> No
     await bus.drain()
     assert result.success is True and result.output == "hi"
     assert result.error_type is None and result.error_message is None
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.AGENT_COMPLETED]
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.AGENT_COMPLETED]
     started, completed = rec.events
     assert started.event_id == result.run_id
     assert started.causation_id is None
@@ -123,7 +92,7 @@ async def test_successful_run_event_sequence(bus: EventBus, rec: Recorder) -> No
     assert bus.get_causation_chain(completed.event_id) == [started, completed]
 
 
-async def test_runner_output_reports_usage_and_tools(bus: EventBus, rec: Recorder) -> None:
+async def test_runner_output_reports_usage_and_tools(bus: EventBus, rec: CapturingHandler) -> None:
     """An AgentOutput's usage, tool calls, cost and response model reach the result and the
     AGENT_COMPLETED attributes."""
     call = ToolCall("search", "c1", 1_000, 2_000)
@@ -137,7 +106,7 @@ async def test_runner_output_reports_usage_and_tools(bus: EventBus, rec: Recorde
     assert result.output == "done"
     assert (result.usage.input_tokens, result.usage.output_tokens) == (10, 4)
     assert result.tool_calls == [call] and result.cost_usd == 0.25
-    attrs = rec.of(EventType.AGENT_COMPLETED)[0].attributes
+    attrs = rec.of_type(EventType.AGENT_COMPLETED)[0].attributes
     assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 10
     assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
     assert attrs[sc.AB_REQUESTS] == 2
@@ -149,7 +118,7 @@ async def test_runner_output_reports_usage_and_tools(bus: EventBus, rec: Recorde
 # ---------------------------------------------------------------------------- errors
 
 
-async def test_failing_agent_gives_error_result(bus: EventBus, rec: Recorder) -> None:
+async def test_failing_agent_gives_error_result(bus: EventBus, rec: CapturingHandler) -> None:
     """A raising agent: ERROR_OCCURRED with error_type/error_message; success False; the
     exception is not raised to the caller."""
 
@@ -160,7 +129,7 @@ async def test_failing_agent_gives_error_result(bus: EventBus, rec: Recorder) ->
     await bus.drain()
     assert result.success is False and result.output is None
     assert result.error_type == "ValueError" and result.error_message == "model said no"
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
     err = rec.events[1]
     assert err.error_type == "ValueError" and err.error_message == "model said no"
     assert err.execution_time_ms is not None and err.execution_time_ms >= 0
@@ -168,7 +137,7 @@ async def test_failing_agent_gives_error_result(bus: EventBus, rec: Recorder) ->
     assert err.causation_id == result.run_id
 
 
-async def test_error_without_message_uses_type_name(bus: EventBus, rec: Recorder) -> None:
+async def test_error_without_message_uses_type_name(bus: EventBus, rec: CapturingHandler) -> None:
     """An exception with an empty message still gives a non-empty error_message."""
 
     async def broken(run: RunContext) -> Any:
@@ -178,7 +147,7 @@ async def test_error_without_message_uses_type_name(bus: EventBus, rec: Recorder
     assert result.error_type == "KeyError" and result.error_message == "KeyError"
 
 
-async def test_failing_middleware(bus: EventBus, rec: Recorder) -> None:
+async def test_failing_middleware(bus: EventBus, rec: CapturingHandler) -> None:
     """A middleware that raises: MIDDLEWARE_FAILED for it (with its error), the outer one
     still MIDDLEWARE_EXECUTED, the agent is not called, the run fails."""
     called: list[str] = []
@@ -197,22 +166,22 @@ async def test_failing_middleware(bus: EventBus, rec: Recorder) -> None:
     await bus.drain()
     assert called == []
     assert result.success is False and result.error_type == "PermissionError"
-    assert rec.types() == [
+    assert rec.event_types == [
         EventType.AGENT_STARTED,
         EventType.MIDDLEWARE_FAILED,
         EventType.MIDDLEWARE_EXECUTED,
         EventType.ERROR_OCCURRED,
     ]
-    failed = rec.of(EventType.MIDDLEWARE_FAILED)[0]
+    failed = rec.of_type(EventType.MIDDLEWARE_FAILED)[0]
     assert failed.attributes[sc.AB_MIDDLEWARE] == "test_failing_middleware.guard"
     assert failed.error_type == "PermissionError"
     assert failed.error_message == "blocked by guard"
-    executed = rec.of(EventType.MIDDLEWARE_EXECUTED)[0]
+    executed = rec.of_type(EventType.MIDDLEWARE_EXECUTED)[0]
     assert executed.attributes[sc.AB_MIDDLEWARE] == "test_failing_middleware.outer"
-    assert rec.of(EventType.ERROR_OCCURRED)[0].error_message == "blocked by guard"
+    assert rec.of_type(EventType.ERROR_OCCURRED)[0].error_message == "blocked by guard"
 
 
-async def test_middleware_passes_agent_error_through(bus: EventBus, rec: Recorder) -> None:
+async def test_middleware_passes_agent_error_through(bus: EventBus, rec: CapturingHandler) -> None:
     """When the agent fails inside a middleware that does not catch it, the middleware is
     reported as executed (it did not fail itself) and the run fails with the agent's error."""
 
@@ -225,11 +194,11 @@ async def test_middleware_passes_agent_error_through(bus: EventBus, rec: Recorde
     result = await executor(broken, bus, middleware=[passthrough]).execute()
     await bus.drain()
     assert result.error_type == "RuntimeError"
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.MIDDLEWARE_EXECUTED,
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.MIDDLEWARE_EXECUTED,
                            EventType.ERROR_OCCURRED]
 
 
-async def test_middleware_can_recover(bus: EventBus, rec: Recorder) -> None:
+async def test_middleware_can_recover(bus: EventBus, rec: CapturingHandler) -> None:
     """A middleware that catches the agent's error and returns a fallback makes the run
     succeed with the fallback."""
 
@@ -245,13 +214,13 @@ async def test_middleware_can_recover(bus: EventBus, rec: Recorder) -> None:
     result = await executor(broken, bus, middleware=[fallback]).execute()
     await bus.drain()
     assert result.success is True and result.output == "fallback"
-    assert rec.types()[-1] is EventType.AGENT_COMPLETED
+    assert rec.event_types[-1] is EventType.AGENT_COMPLETED
 
 
 # ---------------------------------------------------------------------------- middleware
 
 
-async def test_middleware_order_and_events(bus: EventBus, rec: Recorder) -> None:
+async def test_middleware_order_and_events(bus: EventBus, rec: CapturingHandler) -> None:
     """Middleware run outermost first around the agent; the inner one finishes (and is
     reported) first; each MIDDLEWARE_EXECUTED has its own span under the run span."""
     trail: list[str] = []
@@ -287,7 +256,7 @@ async def test_middleware_order_and_events(bus: EventBus, rec: Recorder) -> None
         assert e.causation_id == result.run_id
 
 
-async def test_middleware_self_time(bus: EventBus, rec: Recorder) -> None:
+async def test_middleware_self_time(bus: EventBus, rec: CapturingHandler) -> None:
     """A middleware's execution_time_ms is its self time: its own duration minus the time
     spent in the layers inside it."""
 
@@ -306,7 +275,7 @@ async def test_middleware_self_time(bus: EventBus, rec: Recorder) -> None:
     await bus.drain()
     by_name = {
         e.attributes[sc.AB_MIDDLEWARE].rsplit(".", 1)[-1]: e
-        for e in rec.of(EventType.MIDDLEWARE_EXECUTED)
+        for e in rec.of_type(EventType.MIDDLEWARE_EXECUTED)
     }
 
     def total_ms(e: SystemEvent) -> float:
@@ -319,7 +288,7 @@ async def test_middleware_self_time(bus: EventBus, rec: Recorder) -> None:
     # inner's own sleep is part of its self time; the agent's sleep is not
     assert o.attributes[sc.AB_START_TIME_NS] <= i.attributes[sc.AB_START_TIME_NS]
     assert o.attributes[sc.AB_END_TIME_NS] >= i.attributes[sc.AB_END_TIME_NS]
-    completed = rec.of(EventType.AGENT_COMPLETED)[0]
+    completed = rec.of_type(EventType.AGENT_COMPLETED)[0]
     assert completed.execution_time_ms is not None
     assert completed.execution_time_ms >= total_ms(o) - 1e-3
 
@@ -345,7 +314,7 @@ async def test_middleware_shares_state_with_runner() -> None:
 # ---------------------------------------------------------------------------- timeouts
 
 
-async def test_timeout(bus: EventBus, rec: Recorder) -> None:
+async def test_timeout(bus: EventBus, rec: CapturingHandler) -> None:
     """A run longer than timeout_s ends with ERROR_OCCURRED error_type TimeoutError and an
     error result."""
     forever = asyncio.Event()
@@ -356,12 +325,12 @@ async def test_timeout(bus: EventBus, rec: Recorder) -> None:
     result = await executor(stuck, bus, timeout_s=0.01).execute()
     await bus.drain()
     assert result.success is False and result.error_type == "TimeoutError"
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
     assert rec.events[1].error_type == "TimeoutError"
 
 
 async def test_cancellation_publishes_error_and_propagates(
-    bus: EventBus, rec: Recorder
+    bus: EventBus, rec: CapturingHandler
 ) -> None:
     """Cancelling a running execute publishes ERROR_OCCURRED (CancelledError) and the
     CancelledError propagates to the caller."""
@@ -378,7 +347,7 @@ async def test_cancellation_publishes_error_and_propagates(
         await task
     assert task.cancelled()
     await bus.drain()
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
     assert rec.events[1].error_type == "CancelledError"
     assert rec.events[1].attributes[sc.ERROR_TYPE] == "CancelledError"
 
@@ -389,7 +358,7 @@ async def test_cancellation_publishes_error_and_propagates(
 async def test_no_bus_runs_and_publishes_nothing() -> None:
     """Without a bus the run still returns a result; detaching the bus stops publishing."""
     bus = EventBus()
-    rec = Recorder()
+    rec = CapturingHandler()
     await bus.subscribe(EventType.ANY, rec)
     ex = executor(bus=bus)
     ex.set_event_bus(None)
@@ -415,7 +384,7 @@ async def _raise(run: RunContext) -> Any:
     ],
 )
 async def test_execute_accepts_str_dict_and_context(
-    bus: EventBus, rec: Recorder, context: Any, expected_input: Any, user: str | None
+    bus: EventBus, rec: CapturingHandler, context: Any, expected_input: Any, user: str | None
 ) -> None:
     """execute takes a str, a dict of AgentContext fields, an AgentContext or None."""
     result = await executor(bus=bus).execute(context)
@@ -424,7 +393,7 @@ async def test_execute_accepts_str_dict_and_context(
     assert [e.user_id for e in rec.events] == [user, user]
 
 
-async def test_bad_context_dict_is_validation_error(bus: EventBus, rec: Recorder) -> None:
+async def test_bad_context_dict_is_validation_error(bus: EventBus, rec: CapturingHandler) -> None:
     """A context mapping with an unknown key raises ValidationError naming it; nothing is
     published."""
     with pytest.raises(ValidationError) as info:
@@ -453,7 +422,7 @@ def test_bad_constructor_arguments() -> None:
 # ---------------------------------------------------------------------------- trace ids
 
 
-async def test_run_events_share_trace_and_span(bus: EventBus, rec: Recorder) -> None:
+async def test_run_events_share_trace_and_span(bus: EventBus, rec: CapturingHandler) -> None:
     """All events of a run carry the run's trace id; run events carry the run span id;
     separate runs get separate traces."""
 
@@ -476,7 +445,7 @@ async def test_run_events_share_trace_and_span(bus: EventBus, rec: Recorder) -> 
     assert len(r1.trace_id) == 32 and len(r1.span_id) == 16
 
 
-async def test_nested_run_inherits_trace(bus: EventBus, rec: Recorder) -> None:
+async def test_nested_run_inherits_trace(bus: EventBus, rec: CapturingHandler) -> None:
     """A run started inside another run (even in a child task) uses the parent's trace id,
     the parent run span as parent, the parent's correlation id, and the parent run as
     cause of its AGENT_STARTED."""
@@ -505,7 +474,7 @@ async def test_nested_run_inherits_trace(bus: EventBus, rec: Recorder) -> None:
 
 
 async def test_run_inside_foreign_otel_span_uses_it_as_parent(
-    bus: EventBus, rec: Recorder
+    bus: EventBus, rec: CapturingHandler
 ) -> None:
     """A run inside a foreign OTel span (e.g. a web request) joins its trace with that span
     as parent; while the agent runs, the run span is the current OTel span, so framework
@@ -527,7 +496,7 @@ async def test_run_inside_foreign_otel_span_uses_it_as_parent(
     req = request_span.get_span_context()
     await bus.drain()
     assert result.trace_id == f"{req.trace_id:032x}"
-    started = rec.of(EventType.AGENT_STARTED)[0]
+    started = rec.of_type(EventType.AGENT_STARTED)[0]
     assert started.parent_span_id == f"{req.span_id:016x}"
     assert inside == [int(result.span_id, 16)]
     framework = next(s for s in exporter.get_finished_spans() if s.name == "framework.call")
@@ -549,7 +518,9 @@ async def test_otel_context_restored_after_run() -> None:
 # ---------------------------------------------------------------------------- models
 
 
-async def test_register_model_runs_executor_without_agent(bus: EventBus, rec: Recorder) -> None:
+async def test_register_model_runs_executor_without_agent(
+    bus: EventBus, rec: CapturingHandler
+) -> None:
     """An executor built without an agent uses the runner registered for its model."""
     configs: list[AgentConfig] = []
 
@@ -570,7 +541,7 @@ async def test_register_model_runs_executor_without_agent(bus: EventBus, rec: Re
 
 
 async def test_unknown_model_without_runner_is_error_result(
-    bus: EventBus, rec: Recorder
+    bus: EventBus, rec: CapturingHandler
 ) -> None:
     """An executor without agent whose model has no registered runner returns an error
     result naming the model (and how to fix it)."""
@@ -581,7 +552,7 @@ async def test_unknown_model_without_runner_is_error_result(
     assert result.success is False
     assert result.error_message is not None and "h-no-such-model" in result.error_message
     assert "register_model" in result.error_message
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
+    assert rec.event_types == [EventType.AGENT_STARTED, EventType.ERROR_OCCURRED]
 
 
 async def test_publish_failure_does_not_break_the_run(caplog: pytest.LogCaptureFixture) -> None:
@@ -596,7 +567,7 @@ async def test_publish_failure_does_not_break_the_run(caplog: pytest.LogCaptureF
     assert any("could not publish" in r.getMessage() for r in caplog.records)
 
 
-async def test_run_emit_publishes_run_event(bus: EventBus, rec: Recorder) -> None:
+async def test_run_emit_publishes_run_event(bus: EventBus, rec: CapturingHandler) -> None:
     """run.emit publishes an event carrying the run's ids."""
 
     async def agent(run: RunContext) -> Any:
@@ -605,8 +576,10 @@ async def test_run_emit_publishes_run_event(bus: EventBus, rec: Recorder) -> Non
 
     result = await executor(agent, bus).execute()
     await bus.drain()
-    custom = rec.of(EventType.CUSTOM)[0]
+    custom = rec.of_type(EventType.CUSTOM)[0]
     assert custom.metadata == {"step": 1}
     assert custom.trace_id == result.trace_id and custom.span_id == result.span_id
     assert custom.causation_id == result.run_id
-    assert rec.types() == [EventType.AGENT_STARTED, EventType.CUSTOM, EventType.AGENT_COMPLETED]
+    assert rec.event_types == [
+        EventType.AGENT_STARTED, EventType.CUSTOM, EventType.AGENT_COMPLETED
+    ]

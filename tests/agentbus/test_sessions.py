@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,43 +21,12 @@ from agentbus import (
     SystemEvent,
 )
 from agentbus import semconv as sc
-from agentbus.testing import FakeClock
-
-
-class Recorder:
-    """Records every event of the bus."""
-
-    def __init__(self) -> None:
-        self.events: list[SystemEvent] = []
-
-    async def __call__(self, event: SystemEvent) -> None:
-        self.events.append(event)
-
-    def of(self, event_type: EventType) -> list[SystemEvent]:
-        """Events of one type."""
-        return [e for e in self.events if e.event_type is event_type]
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[EventBus]:
-    """A fresh bus, closed after the test."""
-    b = EventBus()
-    yield b
-    await b.close()
-
-
-@pytest.fixture
-async def rec(bus: EventBus) -> Recorder:
-    """A recorder subscribed to every event."""
-    r = Recorder()
-    await bus.subscribe(EventType.ANY, r)
-    return r
-
+from agentbus.testing import CapturingHandler, FakeClock
 
 # ---------------------------------------------------------------------------- sessions
 
 
-async def test_session_created_once_and_touched(bus: EventBus, rec: Recorder) -> None:
+async def test_session_created_once_and_touched(bus: EventBus, rec: CapturingHandler) -> None:
     """The first touch creates the session and publishes SESSION_CREATED; later touches
     only refresh last_seen."""
     clock = FakeClock(100.0)
@@ -70,7 +38,7 @@ async def test_session_created_once_and_touched(bus: EventBus, rec: Recorder) ->
     again = await sessions.touch("s1", "agent-1", "u1")
     assert again is s and s.last_seen == 110.0 and s.created_at == 100.0
     await bus.drain()
-    created = rec.of(EventType.SESSION_CREATED)
+    created = rec.of_type(EventType.SESSION_CREATED)
     assert len(created) == 1
     assert (created[0].agent_id, created[0].user_id, created[0].session_id) == (
         "agent-1", "u1", "s1")
@@ -78,7 +46,7 @@ async def test_session_created_once_and_touched(bus: EventBus, rec: Recorder) ->
     assert len(sessions) == 1 and sessions.get("s1") is s
 
 
-async def test_session_expires_after_ttl(bus: EventBus, rec: Recorder) -> None:
+async def test_session_expires_after_ttl(bus: EventBus, rec: CapturingHandler) -> None:
     """A session idle for longer than the TTL is expired with SESSION_EXPIRED; one idle for
     exactly the TTL, or touched meanwhile, is not."""
     clock = FakeClock()
@@ -94,13 +62,13 @@ async def test_session_expires_after_ttl(bus: EventBus, rec: Recorder) -> None:
     assert [s.session_id for s in expired] == ["idle"]
     assert sessions.get("idle") is None and sessions.get("busy") is not None
     await bus.drain()
-    ev = rec.of(EventType.SESSION_EXPIRED)
+    ev = rec.of_type(EventType.SESSION_EXPIRED)
     assert len(ev) == 1 and (ev[0].session_id, ev[0].user_id) == ("idle", "u1")
     await clock.advance(30)
     assert [s.session_id for s in await sessions.expire_idle()] == ["busy"]
 
 
-async def test_expired_session_is_created_again(bus: EventBus, rec: Recorder) -> None:
+async def test_expired_session_is_created_again(bus: EventBus, rec: CapturingHandler) -> None:
     """Touching a session id after it expired creates a new session (SESSION_CREATED again)."""
     clock = FakeClock()
     sessions = SessionManager(bus, ttl_seconds=5, clock=clock)
@@ -154,7 +122,7 @@ async def test_without_bus_nothing_is_published() -> None:
 # ---------------------------------------------------------------------------- checkpoints
 
 
-async def test_checkpoint_save_restore_deep_copies(bus: EventBus, rec: Recorder) -> None:
+async def test_checkpoint_save_restore_deep_copies(bus: EventBus, rec: CapturingHandler) -> None:
     """save keeps a deep copy; restore returns a fresh deep copy each time."""
     cps = CheckpointManager(bus)
     state: dict[str, Any] = {"step": 1, "history": ["hi"]}
@@ -166,8 +134,8 @@ async def test_checkpoint_save_restore_deep_copies(bus: EventBus, rec: Recorder)
     assert await cps.restore(cp.checkpoint_id) == {"step": 1, "history": ["hi"]}
     assert cp.agent_id == "agent-1" and cp.session_id == "s1"
     await bus.drain()
-    saved = rec.of(EventType.CHECKPOINT_SAVED)
-    restored_ev = rec.of(EventType.CHECKPOINT_RESTORED)
+    saved = rec.of_type(EventType.CHECKPOINT_SAVED)
+    restored_ev = rec.of_type(EventType.CHECKPOINT_RESTORED)
     assert len(saved) == 1 and len(restored_ev) == 2
     assert saved[0].attributes[sc.AB_CHECKPOINT_ID] == cp.checkpoint_id
     assert (saved[0].agent_id, saved[0].session_id, saved[0].user_id) == ("agent-1", "s1", "u1")
@@ -175,7 +143,7 @@ async def test_checkpoint_save_restore_deep_copies(bus: EventBus, rec: Recorder)
     assert restored_ev[0].session_id == "s1" and restored_ev[0].user_id == "u1"
 
 
-async def test_restore_unknown_checkpoint_names_it(bus: EventBus, rec: Recorder) -> None:
+async def test_restore_unknown_checkpoint_names_it(bus: EventBus, rec: CapturingHandler) -> None:
     """Restoring an unknown id raises KeyError naming it, and publishes nothing."""
     cps = CheckpointManager(bus)
     with pytest.raises(KeyError, match="cp-missing"):
@@ -184,7 +152,7 @@ async def test_restore_unknown_checkpoint_names_it(bus: EventBus, rec: Recorder)
     assert rec.events == []
 
 
-async def test_uncopyable_state_is_rejected(bus: EventBus, rec: Recorder) -> None:
+async def test_uncopyable_state_is_rejected(bus: EventBus, rec: CapturingHandler) -> None:
     """State that cannot be deep-copied raises TypeError; nothing is stored or published."""
     cps = CheckpointManager(bus)
     with pytest.raises(TypeError):
@@ -222,7 +190,9 @@ def _executor(agent: Any, bus: EventBus, **kw: Any) -> AgentExecutor:
     )
 
 
-async def test_manager_events_inside_a_run_carry_run_ids(bus: EventBus, rec: Recorder) -> None:
+async def test_manager_events_inside_a_run_carry_run_ids(
+    bus: EventBus, rec: CapturingHandler
+) -> None:
     """Session and checkpoint events published inside a run carry its trace ids and are
     caused by the run."""
     sessions = SessionManager(bus, ttl_seconds=60, clock=FakeClock())
@@ -236,7 +206,7 @@ async def test_manager_events_inside_a_run_carry_run_ids(bus: EventBus, rec: Rec
     result = await _executor(agent, bus).execute()
     await bus.drain()
     assert result.output == {"k": 1}
-    inside = [rec.of(t)[0] for t in (EventType.SESSION_CREATED, EventType.CHECKPOINT_SAVED,
+    inside = [rec.of_type(t)[0] for t in (EventType.SESSION_CREATED, EventType.CHECKPOINT_SAVED,
                                      EventType.CHECKPOINT_RESTORED)]
     for e in inside:
         assert e.trace_id == result.trace_id and e.span_id == result.span_id
@@ -245,7 +215,7 @@ async def test_manager_events_inside_a_run_carry_run_ids(bus: EventBus, rec: Rec
 
 
 async def test_executor_touches_session_before_agent_started(
-    bus: EventBus, rec: Recorder
+    bus: EventBus, rec: CapturingHandler
 ) -> None:
     """AgentExecutor(sessions=...) touches the context's session before AGENT_STARTED:
     SESSION_CREATED on the first run of a session only, carrying that run's trace ids."""
@@ -276,7 +246,7 @@ async def test_executor_touches_session_before_agent_started(
     assert second.success and len(sessions) == 1
 
 
-async def test_run_checkpoint_helpers(bus: EventBus, rec: Recorder) -> None:
+async def test_run_checkpoint_helpers(bus: EventBus, rec: CapturingHandler) -> None:
     """RunContext.save_checkpoint / restore_checkpoint use the executor's CheckpointManager
     with the run's agent, session, user and trace ids."""
     cps = CheckpointManager(bus)
@@ -296,7 +266,7 @@ async def test_run_checkpoint_helpers(bus: EventBus, rec: Recorder) -> None:
     latest = cps.latest("agent-1")
     assert latest is not None and latest.checkpoint_id == cp_id and latest.session_id == "s1"
     for t in (EventType.CHECKPOINT_SAVED, EventType.CHECKPOINT_RESTORED):
-        e = rec.of(t)[0]
+        e = rec.of_type(t)[0]
         assert e.attributes[sc.AB_CHECKPOINT_ID] == cp_id
         assert (e.session_id, e.user_id) == ("s1", "u1")
         assert e.trace_id == result.trace_id and e.causation_id == result.run_id
